@@ -1,0 +1,1 @@
+"""Shared utilities: data, run setup, EMA, checkpoints, exports, metrics, images, logging."""

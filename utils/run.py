@@ -1,0 +1,215 @@
+"""What every trainer shares: common flags, Accelerate setup, run directory, periodic schedules.
+
+Each ``train_*.py`` owns its own flags, model, optimizer and step function; this module owns the
+rest so the three scripts read the same way (DiT-style: setup → build → loop → save).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from utils.data import add_data_args
+
+# Flags that change neither the model nor the data nor the optimisation; excluded from the run-name hash
+# so that `--resume latest` with a longer schedule or other logging finds the same run directory.
+RUNTIME_FLAGS = {"out", "name", "resume", "dry_run", "epochs", "max_steps", "save_every", "sample_every", "log_every",
+                 "fid_every", "export_every", "keep_checkpoints", "fid_samples", "fid_extractor", "fid_weights",
+                 "cache_dir", "download", "data_root", "compile", "tf32", "data_on_device", "max_bad_steps"}
+
+
+class Every:
+    """A period given as steps ('500') or epochs ('25ep'); '0' disables it."""
+
+    def __init__(self, text: str):
+        text = str(text).strip().lower()
+        self.text = text
+        try:
+            if text.endswith("ep"):
+                self.value, self.unit = float(text[:-2]), "epoch"
+            else:
+                self.value, self.unit = float(text), "step"
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a step count like 500 or epochs like 25ep, got {text!r}")
+        if self.value < 0 or not math.isfinite(self.value):
+            raise argparse.ArgumentTypeError(f"period must be ≥ 0, got {text!r}")
+
+    def steps(self, steps_per_epoch: int) -> int:
+        if self.value == 0:
+            return 0
+        n = self.value * steps_per_epoch if self.unit == "epoch" else self.value
+        return max(1, int(round(n)))
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def positive_int(text: str) -> int:
+    v = int(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return v
+
+
+def positive_float(text: str) -> float:
+    v = float(text)
+    if not (v > 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return v
+
+
+def nonneg_float(text: str) -> float:
+    v = float(text)
+    if not (v >= 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"must be a number ≥ 0, got {text}")
+    return v
+
+
+def unit_float(text: str) -> float:
+    v = float(text)
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return v
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    """The flags every trainer has, spelled the same everywhere; trainers change defaults with set_defaults."""
+    add_data_args(parser)
+    g = parser.add_argument_group("run")
+    g.add_argument("--out", type=str, default="runs", help="parent folder of run directories")
+    g.add_argument("--name", type=str, default=None,
+                   help="run directory name (default: derived from the config, so --resume latest finds it)")
+    g.add_argument("--resolution", type=int, default=64, choices=[16, 32, 64, 128],
+                   help="image size (plan 1A: 64 or 128; 16/32 for smoke tests)")
+    g.add_argument("--batch-size", type=positive_int, default=64,
+                   help="GLOBAL batch size, split over processes (plan: 64 everywhere)")
+    g.add_argument("--epochs", type=positive_int, default=100, help="training length in epochs")
+    g.add_argument("--max-steps", type=positive_int, default=None, help="stop after this many steps (overrides --epochs)")
+    g.add_argument("--seed", type=int, default=0, help="seed for weights, noise and data order")
+    g.add_argument("--resume", type=str, default=None,
+                   help="'latest' (newest checkpoint of this run directory) or a checkpoint directory")
+    g.add_argument("--mixed-precision", type=str, default="no", choices=["no", "fp16", "bf16"],
+                   help="autocast dtype; fp16 uses a GradScaler (Accelerate)")
+    g.add_argument("--grad-accum", type=positive_int, default=1, help="gradient accumulation steps")
+    g.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=True,
+                   help="allow TF32 matmuls/convs on Ampere+ GPUs")
+    g.add_argument("--ema-decay", type=unit_float, default=0.9999, help="EMA decay (plan: 0.9999; samples use EMA)")
+    g.add_argument("--save-every", type=Every, default=Every("1ep"),
+                   help="resume-checkpoint period, steps or e.g. '1ep'")
+    g.add_argument("--keep-checkpoints", type=positive_int, default=3, help="resume checkpoints to keep")
+    g.add_argument("--export-every", type=Every, default=Every("10ep"),
+                   help="period of kept .safetensors snapshots (progression strips); the final export is always written")
+    g.add_argument("--sample-every", type=Every, default=Every("1ep"), help="sample-grid period, steps or epochs")
+    g.add_argument("--log-every", type=Every, default=Every("50"), help="logging period (host syncs only here)")
+    g.add_argument("--fid-every", type=Every, default=Every("25ep"), help="FID period (plan: 25 epochs); 0 = off")
+    g.add_argument("--fid-samples", type=positive_int, default=5000, help="generated images per FID evaluation")
+    g.add_argument("--fid-extractor", type=str, default="inception", choices=["inception", "tiny"],
+                   help="feature extractor for training-time FID ('tiny' is a fixed random net for CPU smoke runs)")
+    g.add_argument("--fid-weights", type=str, default=None,
+                   help="local clean-fid Inception file (default $FACEGEN_FID_WEIGHTS or clean-fid's download)")
+    g.add_argument("--data-on-device", type=str, default="auto", choices=["auto", "yes", "no"],
+                   help="keep the uint8 training set in accelerator memory (auto: when it fits in 25%% of it)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the training modules")
+    g.add_argument("--max-bad-steps", type=positive_int, default=20,
+                   help="stop after this many consecutive non-finite steps")
+    g.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+
+
+def config_of(args: argparse.Namespace) -> dict:
+    return {k: (v.text if isinstance(v, Every) else v) for k, v in sorted(vars(args).items())}
+
+
+def run_name(family: str, args: argparse.Namespace, tag: str) -> str:
+    cfg = {k: v for k, v in config_of(args).items() if k not in RUNTIME_FLAGS}
+    digest = hashlib.sha1(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:6]
+    data = "synthetic" if args.data == "synthetic" else Path(args.data).name or "data"
+    return f"{family}-{tag}-{data}-{args.resolution}px-{digest}"
+
+
+@dataclass
+class Run:
+    args: argparse.Namespace
+    family: str
+    accelerator: object
+    dir: Path
+    start_time: float = field(default_factory=time.time)
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    def print(self, *a, **k) -> None:
+        self.accelerator.print(*a, **k)
+
+    def path(self, *parts: str) -> Path:
+        return self.dir.joinpath(*parts)
+
+
+def setup_run(args: argparse.Namespace, family: str, tag: str) -> Run:
+    """Accelerator, seeds, TF32, run directory and resolved config (printed, and written on the main process)."""
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration, set_seed
+
+    from utils.export import atomic_write_json
+
+    name = args.name or run_name(family, args, tag)
+    run_dir = Path(args.out) / name
+    if args.dry_run:
+        print(json.dumps({"family": family, "run_dir": str(run_dir), **config_of(args)}, indent=2, default=str))
+        sys.exit(0)
+    accelerator = Accelerator(mixed_precision=args.mixed_precision, gradient_accumulation_steps=args.grad_accum,
+                              project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "tb")),
+                              log_with=_trackers())
+    if torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = args.tf32
+        torch.backends.cudnn.allow_tf32 = args.tf32
+    # Per-process seeds differ (rank offset) so that processes draw different noise, as DiT does.
+    set_seed(args.seed + accelerator.process_index)
+    run = Run(args, family, accelerator, run_dir)
+    if run.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run_dir / "config.json", {"family": family, "command": " ".join(sys.argv),
+                                                    "num_processes": accelerator.num_processes, **config_of(args)})
+        if accelerator.trackers == [] and _trackers():
+            accelerator.init_trackers("tb", config=_flat_config(args))
+    run.print(f"[{family}] run dir {run_dir} | {accelerator.num_processes} process(es) on {accelerator.device} | "
+              f"mixed precision {args.mixed_precision}")
+    run.print(json.dumps(config_of(args), default=str))
+    return run
+
+
+def _trackers():
+    try:
+        import tensorboard  # noqa: F401
+        return ["tensorboard"]
+    except ImportError:
+        return None
+
+
+def _flat_config(args) -> dict:
+    return {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in config_of(args).items()}
+
+
+def data_on_device(args, images: torch.Tensor, device: torch.device) -> bool:
+    if args.data_on_device != "auto":
+        return args.data_on_device == "yes"
+    if device.type != "cuda":
+        return True  # on CPU "the device" is host memory: no copy either way
+    free, _ = torch.cuda.mem_get_info(device)
+    return images.numel() < 0.25 * free
+
+
+def is_due(step: int, period: int) -> bool:
+    """True on steps that are multiples of ``period`` (period 0 = never). ``step`` counts completed steps."""
+    return period > 0 and step > 0 and step % period == 0

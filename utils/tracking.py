@@ -1,0 +1,81 @@
+"""Run logging: stats JSONL (the source of truth), TensorBoard through Accelerate, loss-curve PNGs."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+
+class StatsLog:
+    """Appends one JSON object per logged step to ``stats.jsonl`` (main process only)."""
+
+    def __init__(self, run):
+        self.run = run
+        self.path = run.path("stats.jsonl")
+
+    def log(self, step: int, values: dict, kind: str = "train") -> None:
+        clean = {k: (float(v) if hasattr(v, "__float__") else v) for k, v in values.items()}
+        if self.run.is_main:
+            with open(self.path, "a") as f:
+                f.write(json.dumps({"kind": kind, "step": step, **clean}) + "\n")
+        numeric = {f"{kind}/{k}": v for k, v in clean.items() if isinstance(v, float) and math.isfinite(v)}
+        if numeric:
+            self.run.accelerator.log(numeric, step=step)
+
+    def truncate_after(self, step: int) -> None:
+        """On resume, drop records written after the checkpoint's step, so curves have no duplicate tail."""
+        if not (self.run.is_main and self.path.exists()):
+            return
+        keep = [l for l in self.path.read_text().splitlines() if l.strip() and _step_of(l) <= step]
+        self.path.write_text("".join(l + "\n" for l in keep))
+
+
+def _step_of(line: str) -> int:
+    try:
+        return int(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError):
+        return 0
+
+
+def read_stats(path: str | Path, kind: str | None = None) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue  # a line cut by a kill mid-write
+        if kind is None or r.get("kind") == kind:
+            rows.append(r)
+    return rows
+
+
+def plot_curves(stats_path: str | Path, out_png: str | Path, keys: list[str], kind: str = "train",
+                title: str = "", ylabel: str = "loss") -> Path | None:
+    """Plot the given keys of stats.jsonl against step (no-op when nothing was logged yet)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_stats(stats_path, kind)
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for k in keys:
+        pts = [(r["step"], r[k]) for r in rows if isinstance(r.get(k), (int, float)) and math.isfinite(r[k])]
+        if pts:
+            ax.plot(*zip(*pts), label=k, lw=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(loc="best", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out_png = Path(out_png)
+    tmp = out_png.with_name(f".{out_png.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(out_png)
+    return out_png
