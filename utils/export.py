@@ -162,7 +162,10 @@ def load_export(path: str | os.PathLike, family: str | None = None, device: str 
         state = load_file(str(path), device="cpu")
     except Exception as e:
         raise ExportError(f"{path}: cannot read tensors ({type(e).__name__}: {str(e)[:120]})") from None
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        raise ExportError(f"{path}: weights do not match the stored config ({str(e).splitlines()[-1].strip()[:160]})") from None
     if missing or unexpected:
         raise ExportError(f"{path}: weights do not match the stored config "
                           f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})")

@@ -1,0 +1,123 @@
+"""Self-describing exports, EMA, run setup helpers, resume-state layout."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import models
+from utils.ema import EMA
+from utils.export import ExportError, load_export, read_export_metadata, save_export
+from utils.run import Every
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class TinyNet(nn.Module):
+    def __init__(self, width=4, resolution=8):
+        super().__init__()
+        self.width, self.resolution = width, resolution
+        self.conv = nn.Conv2d(3, width, 3, padding=1)
+        self.out = nn.Conv2d(width, 3, 1)
+        self.register_buffer("count", torch.zeros(()))
+
+    def forward(self, x):
+        return torch.tanh(self.out(torch.relu(self.conv(x))))
+
+    def sample(self, num, *, generator=None):
+        z = torch.randn(num, 3, self.resolution, self.resolution, generator=generator).to(self.conv.weight.device)
+        return self(z)
+
+
+def build_from_config(cfg):
+    return TinyNet(**cfg)
+
+
+@pytest.fixture
+def tiny_family(monkeypatch):
+    monkeypatch.setitem(models.FAMILIES, "tiny", __name__)
+    return "tiny"
+
+
+def test_save_load_same_output(tmp_path, tiny_family):
+    net = TinyNet(width=5)
+    with torch.no_grad():
+        net.count.fill_(7)
+    path = save_export(tmp_path / "m.safetensors", "tiny", net, {"width": 5, "resolution": 8}, {"lr": 1e-3},
+                       step=12, epoch=3, weights="ema", train_seconds=4.5, extra={"note": "x"})
+    ex = load_export(path)
+    assert (ex.family, ex.step, ex.epoch, ex.weights, ex.train_seconds) == ("tiny", 12, 3, "ema", 4.5)
+    assert ex.train_config == {"lr": 1e-3} and ex.extra == {"note": "x"}
+    assert ex.model.count.item() == 7
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.equal(ex.model(x), net.eval()(x))
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    assert torch.equal(ex.model.sample(3, generator=g1), net.sample(3, generator=g2))
+    side = json.loads(path.with_suffix(".json").read_text())
+    assert side["family"] == "tiny" and side["model_config"]["width"] == 5
+    assert side["num_params"] == sum(p.numel() for p in net.state_dict().values())
+
+
+def test_export_rejections_are_one_line(tmp_path, tiny_family):
+    path = save_export(tmp_path / "m.safetensors", "tiny", TinyNet(), {"width": 4, "resolution": 8})
+    with pytest.raises(ExportError, match="expected a 'gan' export"):
+        load_export(path, family="gan")
+    trunc = tmp_path / "trunc.safetensors"
+    trunc.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ExportError, match="not a readable safetensors"):
+        read_export_metadata(trunc)
+    from safetensors.torch import save_file
+    save_file({"a": torch.zeros(1)}, str(tmp_path / "plain.safetensors"))
+    with pytest.raises(ExportError, match="no facegen metadata"):
+        load_export(tmp_path / "plain.safetensors")
+    save_file({"a": torch.zeros(1)}, str(tmp_path / "v99.safetensors"), metadata={"family": "tiny", "schema_version": "99"})
+    with pytest.raises(ExportError, match="schema version 99"):
+        load_export(tmp_path / "v99.safetensors")
+    save_file({"a": torch.zeros(1)}, str(tmp_path / "alien.safetensors"), metadata={"family": "alien", "schema_version": "1"})
+    with pytest.raises(ExportError, match="known families"):
+        load_export(tmp_path / "alien.safetensors")
+    with pytest.raises(ExportError, match="not found"):
+        load_export(tmp_path / "missing.safetensors")
+    with pytest.raises(ExportError, match="directory"):
+        load_export(tmp_path)
+    # weights that do not fit the stored config
+    save_export(tmp_path / "bad.safetensors", "tiny", TinyNet(width=6), {"width": 4, "resolution": 8})
+    with pytest.raises(ExportError):
+        load_export(tmp_path / "bad.safetensors")
+
+
+def test_ema_tracks_weights_and_buffers():
+    net = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    ema = EMA(net, decay=0.9, warmup=False)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+    net.train()(torch.randn(8, 2))  # moves BatchNorm running stats (buffers)
+    before = [p.clone() for p in ema.module.parameters()]
+    ema.update(net)
+    for b, e, p in zip(before, ema.module.parameters(), net.parameters()):
+        assert torch.allclose(e, 0.9 * b + 0.1 * p)
+    assert torch.equal(ema.module[1].running_mean, net[1].running_mean)
+    # warm-up: the first update copies most of the model (decay (1+0)/(10+0) = 0.1)
+    warm = EMA(net, decay=0.9999)
+    assert warm.current_decay() == pytest.approx(0.1)
+    state = ema.state_dict()
+    other = EMA(net, decay=0.9, warmup=False)
+    other.load_state_dict(state)
+    assert other.num_updates == 1 and all(torch.equal(a, b) for a, b in
+                                          zip(other.module.parameters(), ema.module.parameters()))
+
+
+def test_every_parses_steps_and_epochs():
+    assert Every("500").steps(100) == 500
+    assert Every("2ep").steps(100) == 200
+    assert Every("0").steps(100) == 0
+    assert Every("0.5ep").steps(3) == 2
+    import argparse
+    with pytest.raises(argparse.ArgumentTypeError):
+        Every("soon")
+    with pytest.raises(argparse.ArgumentTypeError):
+        Every("-1")
