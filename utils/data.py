@@ -217,8 +217,11 @@ def _synthetic_set(n: int, resolution: int, seed: int, cache_dir) -> RawSet:
         imgs = render_faces(np.arange(n), resolution, seed=seed)
         return RawSet([f"synthetic/{seed}/{i:07d}" for i in range(n)], np.ascontiguousarray(imgs.transpose(0, 3, 1, 2)))
 
+    import PIL
+
+    # Rasterisation can differ between Pillow versions, and the renderer's source defines the images.
     key = {"v": CACHE_VERSION, "src": "synthetic", "n": n, "res": resolution, "seed": seed,
-           "renderer": _module_hash("utils.synthetic")}
+           "renderer": _module_hash("utils.synthetic"), "pillow": PIL.__version__}
     return _cached(cache_dir, f"synthetic-s{seed}-{resolution}px", key, build)
 
 
