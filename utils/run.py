@@ -168,6 +168,7 @@ def setup_run(args: argparse.Namespace, family: str, tag: str) -> Run:
     if args.dry_run:
         print(json.dumps({"family": family, "run_dir": str(run_dir), **config_of(args)}, indent=2, default=str))
         sys.exit(0)
+    ensure_cpu_distributed()
     accelerator = Accelerator(mixed_precision=args.mixed_precision, gradient_accumulation_steps=args.grad_accum,
                               project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "tb")),
                               log_with=_trackers())
@@ -187,6 +188,18 @@ def setup_run(args: argparse.Namespace, family: str, tag: str) -> Run:
               f"mixed precision {args.mixed_precision}")
     run.print(json.dumps(config_of(args), default=str))
     return run
+
+
+def ensure_cpu_distributed() -> None:
+    """Make `accelerate launch --multi_gpu --num_processes N` work on a machine without CUDA.
+
+    Without CUDA, Accelerate (1.15) leaves such processes in DistributedType.NO: N independent rank-0 runs
+    that all write the same files. ACCELERATE_USE_CPU turns them into one gloo (MULTI_CPU) job.
+    """
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        os.environ.setdefault("ACCELERATE_USE_CPU", "true")
 
 
 def _trackers():

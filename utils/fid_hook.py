@@ -1,0 +1,53 @@
+"""Periodic FID during training (plan: every 25 epochs against the held-out real split).
+
+The feature extractor is loaded when the run starts, so a missing offline Inception file fails in the
+first second rather than after 25 epochs; the reference statistics of the held-out split are computed
+at the first evaluation and cached on disk (utils.metrics), so later runs on the same split reuse them.
+All processes call it; sampling and feature extraction are split across them and gathered.
+"""
+from __future__ import annotations
+
+import torch
+
+from utils.tracking import StatsLog, plot_curves
+
+
+class TrainingFID:
+    def __init__(self, run, data):
+        self.run, self.data = run, data
+        args = run.args
+        self.enabled = args.fid_every.value > 0
+        self.n = args.fid_samples
+        self.evaluator = None
+        self.extractor = None
+        if self.enabled:
+            from utils.feature_nets import MetricsError, load_feature_extractor
+
+            try:
+                self.extractor = load_feature_extractor(args.fid_extractor, weights=args.fid_weights, device=run.device)
+            except MetricsError as e:  # e.g. offline without the Inception file: say so now, in one line
+                raise SystemExit(f"error: {e} (or pass --fid-every 0 to train without FID)") from None
+            self.log = StatsLog(run)
+
+    @torch.no_grad()
+    def __call__(self, module, step: int, **sample_kwargs) -> float | None:
+        """FID of ``module.sample(...)`` (EMA weights) vs the held-out split; logged as kind 'fid'."""
+        if not self.enabled:
+            return None
+        from utils.metrics import FIDEvaluator
+
+        if self.evaluator is None:
+            self.evaluator = FIDEvaluator.from_face_data(self.data, self.extractor, device=self.run.device,
+                                                         cache_dir=None, accelerator=self.run.accelerator)
+        was_training = module.training
+        module.eval()
+        value = self.evaluator.compute(lambda num, g: module.sample(num, generator=g, **sample_kwargs), n=self.n,
+                                       batch_size=64, seed=self.run.args.seed)
+        module.train(was_training)
+        self.log.log(step, {"fid": value, "num_samples": self.n, "num_real": len(self.evaluator.real_features),
+                            "extractor": self.run.args.fid_extractor}, kind="fid")
+        if self.run.is_main:
+            plot_curves(self.run.path("stats.jsonl"), self.run.path("fid.png"), ["fid"], kind="fid",
+                        title=f"FID ({self.run.args.fid_extractor}, {self.n} samples vs held-out)", ylabel="FID")
+        self.run.print(f"step {step}: FID {value:.3f} ({self.n} samples, {self.run.args.fid_extractor})")
+        return value
