@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Seed 004 comparison — DCGAN: BCE, Adam 2e-4 beta=(0.5, 0.999), one D step per G step, z=100, 64x64.
+# Usage: DATA=path/to/aligned_faces scripts/gan_s004_dcgan.sh [extra train_gan.py flags, e.g. --max-steps 20 --resolution 32]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${DATA:-synthetic}
+accelerate launch train_gan.py --data "$DATA" \
+  --loss bce --optimizer adam --lr-g 2e-4 --lr-d 2e-4 --beta1 0.5 --beta2 0.999 --n-critic 1 \
+  --ngf 64 --ndf 64 --latent-dim 100 --resolution 64 --g-norm batch --d-norm batch --upsample transposed \
+  --mixed-precision fp16 \
+  --name gan-s004-dcgan "$@"
+# evaluate: python evaluate.py --ckpt runs/gan-s004-dcgan/export.safetensors

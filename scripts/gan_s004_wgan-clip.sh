@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Seed 004 comparison — WGAN with weight clipping (Arjovsky et al. 2017): RMSProp 5e-5, clip 0.01, n_critic 5 with
+# seed 004's schedule (20 critic steps for the first 50 G steps and every 500th), same DCGAN nets (BatchNorm critic).
+# Usage: DATA=path/to/aligned_faces scripts/gan_s004_wgan-clip.sh [extra train_gan.py flags, e.g. --max-steps 20 --resolution 32]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${DATA:-synthetic}
+accelerate launch train_gan.py --data "$DATA" \
+  --loss wgan-clip --clip 0.01 --optimizer rmsprop --lr-g 5e-5 --lr-d 5e-5 --n-critic 5 --n-critic-schedule wgan \
+  --ngf 64 --ndf 64 --latent-dim 100 --resolution 64 --g-norm batch --d-norm batch --upsample transposed \
+  --mixed-precision fp16 \
+  --name gan-s004-wgan-clip "$@"
+# evaluate: python evaluate.py --ckpt runs/gan-s004-wgan-clip/export.safetensors

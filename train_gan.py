@@ -1,0 +1,345 @@
+"""Train a face GAN (plan phase 2: DCGAN → WGAN-GP → + spectral norm + attention → 128 px).
+
+    python train_gan.py                                        # DCGAN (plan 2.1) on the built-in synthetic faces
+    accelerate launch train_gan.py --loss wgan-gp --sn --attn --data faces/aligned
+
+One script for every row of the GAN table; scripts/gan_*.sh hold each row's flags.  Samples, FID and
+exports come from the EMA generator.  A run directory (runs/<name>/) receives samples/stepNNNNNNN.png
+(fixed noise), samples.png (final grid), stats.jsonl, loss.png (curves), the FID curve,
+exports/ (periodic snapshots), export.safetensors (what evaluate.py reads) and checkpoints/
+(continue with the same command plus --resume latest).
+
+Steps and epochs count generator updates (steps/epoch = training images // batch size).  Each critic
+iteration takes its own batch of real images, so with --n-critic k the critic sees k epochs of data
+per epoch.  A step in which any update had non-finite gradients is skipped and not counted.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import asdict
+
+import torch
+
+from models.gan import ARCHS, D_NORMS, G_NORMS, GANConfig, build_critic, build_generator
+from models.layers import UPSAMPLE_MODES
+from models.losses import LOSSES, clip_weights_, critic_metric, gradient_penalty
+from utils.augment import PRESETS, build_augment
+from utils.checkpoint import Checkpointer, all_finite
+from utils.data import Batches, face_data_from_args
+from utils.diffaug import DiffAugment, DiffAugmentError
+from utils.ema import EMA
+from utils.export import save_export
+from utils.fid_hook import TrainingFID
+from utils.images import save_grid
+from utils.loop import Loop
+from utils.run import (Every, add_common_args, config_of, data_on_device, nonneg_float, positive_float, positive_int,
+                       setup_run, unit_float)
+from utils.tracking import StatsLog, plot_curves
+
+# Optimiser settings of each loss's reference setup, used for flags left unset (the resolved values are
+# printed and stored in config.json and in every export).
+LOSS_DEFAULTS = {
+    "bce": dict(optimizer="adam", lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999, n_critic=1),    # DCGAN, plan 2.1
+    "lsgan": dict(optimizer="adam", lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999, n_critic=1),  # Mao et al. 2017
+    "hinge": dict(optimizer="adam", lr_g=1e-4, lr_d=4e-4, beta1=0.0, beta2=0.9, n_critic=1),    # SAGAN (TTUR)
+    "wgan-gp": dict(optimizer="adam", lr_g=1e-4, lr_d=1e-4, beta1=0.0, beta2=0.9, n_critic=2),  # plan 2.2
+    "wgan-clip": dict(optimizer="rmsprop", lr_g=5e-5, lr_d=5e-5, beta1=0.5, beta2=0.999, n_critic=5,
+                      clip=0.01),                                                               # Arjovsky et al.
+}
+OPTIMIZERS = ("adam", "rmsprop", "sgd", "nesterov")
+LR_SCHEDULES = ("none", "step", "exp", "cosine")
+# Seed 004 (after Arjovsky's WGAN code): 20 critic iterations for the first 50 generator steps and on every
+# 500th, otherwise --n-critic.
+WGAN_WARMUP_STEPS, WGAN_BURST_PERIOD, WGAN_BURST_ITERS = 50, 500, 20
+
+
+# ------------------------------------------------------------------------------------------------ flags
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Train a GAN on face images (plan phase 2).",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_common_args(p)
+    g = p.add_argument_group("model")
+    g.add_argument("--arch", type=str, default="dcgan", choices=sorted(ARCHS), help="generator/critic family")
+    g.add_argument("--latent-dim", type=positive_int, default=100, help="z dimension (plan: 100 DCGAN, 128 WGAN-GP)")
+    g.add_argument("--ngf", type=positive_int, default=64, help="generator width (channels of its last feature map)")
+    g.add_argument("--ndf", type=positive_int, default=64, help="critic width (channels of its first feature map)")
+    g.add_argument("--g-norm", type=str, default="batch", choices=G_NORMS, help="generator normalisation")
+    g.add_argument("--d-norm", type=str, default=None, choices=D_NORMS,
+                   help="critic normalisation (default: none with --sn, instance for wgan-gp, else batch)")
+    g.add_argument("--upsample", type=str, default="transposed", choices=UPSAMPLE_MODES,
+                   help="generator upsampling: fractionally-strided conv or resize-convolution (seeds 001/004)")
+    g.add_argument("--sn", action="store_true", help="spectral normalisation on every critic weight (Miyato et al.)")
+    g.add_argument("--attn", action="store_true",
+                   help="SAGAN self-attention at 16x16 in G and D (and 32x32 at 128 px) where that feature map exists")
+    g = p.add_argument_group("objective")
+    g.add_argument("--loss", type=str, default="bce", choices=list(LOSSES), help="GAN objective")
+    g.add_argument("--n-critic", type=positive_int, default=None, help="critic updates per generator update")
+    g.add_argument("--n-critic-schedule", type=str, default="constant", choices=["constant", "wgan"],
+                   help="'wgan' (seed 004): 20 critic updates for the first 50 G steps and every 500th, else --n-critic")
+    g.add_argument("--gp-lambda", type=nonneg_float, default=10.0, help="gradient-penalty weight (wgan-gp)")
+    g.add_argument("--clip", type=positive_float, default=None, help="weight-clipping bound (wgan-clip; default 0.01)")
+    g.add_argument("--label-smoothing", type=unit_float, default=0.0,
+                   help="one-sided: real target 1 - s (bce, lsgan)")
+    g.add_argument("--diffaug", type=str, default="",
+                   help="DiffAugment policy for real and fake, e.g. 'color,translation,cutout' (empty = off)")
+    g.add_argument("--aug", type=str, default="flip", choices=PRESETS,
+                   help="augmentation of the real images only (utils/augment.py)")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--optimizer", type=str, default=None, choices=OPTIMIZERS,
+                   help="for G and D (default per loss: rmsprop for wgan-clip, else adam)")
+    g.add_argument("--lr-g", type=positive_float, default=None, help="generator learning rate (default per loss)")
+    g.add_argument("--lr-d", type=positive_float, default=None, help="critic learning rate (default per loss; TTUR)")
+    g.add_argument("--beta1", type=float, default=None, help="Adam beta1 (default per loss: 0.5 bce/lsgan, else 0)")
+    g.add_argument("--beta2", type=float, default=None, help="Adam beta2 (default per loss: 0.999 or 0.9)")
+    g.add_argument("--momentum", type=float, default=0.9, help="momentum of sgd / nesterov")
+    g.add_argument("--lr-schedule", type=str, default="none", choices=LR_SCHEDULES,
+                   help="learning-rate schedule of both nets (seed 002): step = x gamma every period, "
+                        "exp = continuous x gamma per period, cosine = to --lr-min at the end")
+    g.add_argument("--lr-gamma", type=positive_float, default=0.7, help="decay factor per period (step, exp)")
+    g.add_argument("--lr-period", type=Every, default=Every("10ep"), help="decay period (step, exp), steps or 'Nep'")
+    g.add_argument("--lr-min", type=nonneg_float, default=0.0, help="learning-rate floor of every schedule")
+    g.add_argument("--grid-samples", type=positive_int, default=64, help="images in each fixed-noise sample grid")
+    args = p.parse_args(argv)
+    resolve_defaults(p, args)
+    return args
+
+
+def resolve_defaults(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Fill per-loss defaults and reject contradictory flags with one line (exit 2)."""
+    loss = LOSSES[args.loss]
+    for key, value in LOSS_DEFAULTS[args.loss].items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    if args.grad_accum != 1:  # Accelerate would divide each loss by it while every step still updates
+        p.error("--grad-accum is not supported by train_gan.py; use a smaller --batch-size or more processes")
+    if args.clip is not None and args.loss != "wgan-clip":
+        p.error("--clip applies to --loss wgan-clip only")
+    if args.d_norm is None:
+        args.d_norm = "none" if args.sn else ("instance" if args.loss == "wgan-gp" else "batch")
+    if args.loss == "wgan-gp" and args.d_norm == "batch":
+        p.error("--loss wgan-gp penalises each sample's gradient, which BatchNorm couples across the batch "
+                "(Gulrajani et al. 2017): use --d-norm layer, instance or none")
+    if args.label_smoothing > 0 and not loss.smoothing_ok:
+        p.error(f"--label-smoothing has no meaning for --loss {args.loss} (bce or lsgan only)")
+    if args.label_smoothing >= 1:
+        p.error("--label-smoothing must be < 1")
+    if args.optimizer == "nesterov" and args.momentum <= 0:
+        p.error("--optimizer nesterov needs --momentum > 0")
+    if args.lr_schedule in ("step", "exp") and args.lr_period.value == 0:
+        p.error("--lr-period must be > 0 for --lr-schedule step/exp")
+    try:
+        args.diffaug = ",".join(DiffAugment(args.diffaug).policy)
+    except DiffAugmentError as e:
+        p.error(str(e))
+
+
+def run_tag(args) -> str:
+    parts = ([args.arch] if args.arch != "dcgan" else []) + [args.loss]
+    parts += ["sn"] if args.sn else []
+    parts += ["attn"] if args.attn else []
+    return "-".join(parts)
+
+
+def model_config(args) -> GANConfig:
+    """The exported architecture; attention only at sizes that exist as feature maps (4 … R/2)."""
+    wanted = [16, 32] if args.resolution >= 128 else [16]
+    attn = [r for r in wanted if r <= args.resolution // 2] if args.attn else []
+    return GANConfig(arch=args.arch, resolution=args.resolution, latent_dim=args.latent_dim, ngf=args.ngf,
+                     ndf=args.ndf, g_norm=args.g_norm, d_norm=args.d_norm, upsample=args.upsample, attn_res=attn,
+                     spectral_norm=args.sn).validate()
+
+
+def build_nets(args, cfg: GANConfig):
+    """(G, D) with the same initial weights on every process and for any process count: built under --seed."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(args.seed)
+        return build_generator(cfg), build_critic(cfg)
+
+
+# ------------------------------------------------------------------------------------------------ schedules
+
+def critic_iters(args, step: int) -> int:
+    if args.n_critic_schedule == "wgan" and (step < WGAN_WARMUP_STEPS or (step + 1) % WGAN_BURST_PERIOD == 0):
+        return WGAN_BURST_ITERS
+    return args.n_critic
+
+
+def lr_at(base: float, step: int, args, period: int, total: int) -> float:
+    """Learning rate at a generator step: a pure function of the step, so resuming needs no scheduler state."""
+    if args.lr_schedule == "none":
+        return base
+    floor = min(args.lr_min, base)
+    if args.lr_schedule == "cosine":
+        return floor + (base - floor) * 0.5 * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))
+    exponent = step // period if args.lr_schedule == "step" else step / period
+    return max(base * args.lr_gamma ** exponent, floor)
+
+
+def make_optimizer(args, params, lr: float) -> torch.optim.Optimizer:
+    if args.optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=(args.beta1, args.beta2))
+    if args.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr)
+    return torch.optim.SGD(params, lr=lr, momentum=args.momentum, nesterov=args.optimizer == "nesterov")
+
+
+# ------------------------------------------------------------------------------------------------ the step
+
+def apply_update(acc, opt, net) -> bool:
+    """Step unless the gradients are non-finite. Returns whether the update happened.
+
+    Gradients are all-reduced before this point, so every process takes the same decision.  With fp16 the
+    GradScaler makes the call itself (skipping the step and lowering its scale on overflow).
+    """
+    if acc.scaler is not None:
+        opt.step()
+        return not opt.step_was_skipped
+    grads = [p.grad for p in net.parameters() if p.grad is not None]
+    if not bool(all_finite(*grads)):
+        return False
+    opt.step()
+    return True
+
+
+def critic_update(acc, G, D, opt_d, real, loss, args, diffaug) -> dict:
+    z = torch.randn(real.shape[0], args.latent_dim, device=real.device)
+    with torch.no_grad():
+        fake = G(z)
+    real, fake = diffaug(real), diffaug(fake)
+    s_real, s_fake = D(real), D(fake)   # separate passes: a BatchNorm critic must not mix real and fake statistics
+    d_loss = loss.d_loss(s_real, s_fake, args.label_smoothing)
+    out = {"d_loss": d_loss.detach()}
+    if args.loss == "wgan-gp":
+        gp, grad_norm = gradient_penalty(lambda x: D(x, fp32=True), real, fake, args.gp_lambda)
+        d_loss = d_loss + gp
+        out.update(gp=gp.detach(), grad_norm=grad_norm)
+    opt_d.zero_grad(set_to_none=True)
+    acc.backward(d_loss)
+    out["ok"] = apply_update(acc, opt_d, D)
+    if args.loss == "wgan-clip":
+        clip_weights_(D, args.clip)
+    name, value = critic_metric(loss, s_real, s_fake)
+    out[name] = value
+    return out
+
+
+def generator_update(acc, G, D, opt_g, n: int, loss, args, diffaug) -> dict:
+    z = torch.randn(n, args.latent_dim, device=acc.device)
+    g_loss = loss.g_loss(D(diffaug(G(z))))
+    opt_g.zero_grad(set_to_none=True)
+    acc.backward(g_loss)
+    return {"g_loss": g_loss.detach(), "ok": apply_update(acc, opt_g, G)}
+
+
+# ------------------------------------------------------------------------------------------------ outputs
+
+def mean_over_processes(acc, values: dict) -> dict:
+    """One all-reduce for all logged scalars, then one host copy."""
+    keys = sorted(k for k, v in values.items() if isinstance(v, torch.Tensor))
+    if not keys:
+        return {}
+    stacked = torch.stack([values[k].float().reshape(()) for k in keys])
+    return dict(zip(keys, acc.reduce(stacked, reduction="mean").tolist()))
+
+
+def write_export(path, ema, cfg, args, loop, data, last_fid):
+    return save_export(path, "gan", ema.module, asdict(cfg), config_of(args), step=loop.step, epoch=loop.epoch,
+                       weights="ema", train_seconds=loop.train_seconds,
+                       extra={"data": data.info, "fid": last_fid, "fid_extractor": args.fid_extractor})
+
+
+def plot_losses(run, loss) -> None:
+    # The Wasserstein estimate is −d_loss (without the penalty), so only D accuracy needs a curve of its own.
+    plot_curves(run.path("stats.jsonl"), run.path("loss.png"), keys=["d_loss", "g_loss", "gp", "d_acc"],
+                title=f"GAN losses ({loss.name})", ylabel="loss / D accuracy")
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    run = setup_run(args, "gan", run_tag(args))
+    acc = run.accelerator
+    data = face_data_from_args(args)
+    run.print(data.summary())
+    fid = TrainingFID(run, data)
+
+    cfg = model_config(args)
+    if args.attn and not cfg.attn_res:
+        run.print(f"note: --attn has no effect at {args.resolution} px (no 16x16 feature map)")
+    G, D = build_nets(args, cfg)
+    run.print(f"generator {sum(p.numel() for p in G.parameters()) / 1e6:.2f}M params, "
+              f"critic {sum(p.numel() for p in D.parameters()) / 1e6:.2f}M params; attention at {cfg.attn_res or 'none'}")
+    opt_g, opt_d = make_optimizer(args, G.parameters(), args.lr_g), make_optimizer(args, D.parameters(), args.lr_d)
+    ema = EMA(G, args.ema_decay).to(run.device)
+    if args.compile:
+        G = torch.compile(G)
+        if args.loss != "wgan-gp":  # the gradient penalty's double backward is not supported by compiled graphs
+            D = torch.compile(D)
+    G, D, opt_g, opt_d = acc.prepare(G, D, opt_g, opt_d)
+
+    batches = Batches(data.train, args.batch_size, seed=args.seed, rank=acc.process_index, world=acc.num_processes,
+                      device=run.device, on_device=data_on_device(args, data.train, run.device))
+    loop = Loop(run, batches, Checkpointer(run, {"ema": ema}, batches))
+    loop.resume()
+    log = StatsLog(run)
+    if args.resume:
+        log.truncate_after(loop.step)
+    lr_period = args.lr_period.steps(batches.steps_per_epoch) or 1
+    # Fixed noise from its own generator: the same grid latents in every run with this seed.
+    fixed_z = torch.randn(args.grid_samples, args.latent_dim, generator=torch.Generator().manual_seed(args.seed))
+    augment, diffaug, loss = build_augment(args.aug), DiffAugment(args.diffaug), LOSSES[args.loss]
+    run.print(f"loss {loss.name}, {args.optimizer} lr G {args.lr_g:g} / D {args.lr_d:g}, n_critic {args.n_critic} "
+              f"({args.n_critic_schedule}), aug {args.aug}, diffaug {diffaug}; {loop.total_steps} steps "
+              f"({batches.steps_per_epoch}/epoch) from step {loop.step}")
+    last_fid = None
+
+    for x in loop:
+        step = loop.step
+        for opt, base in ((opt_g, args.lr_g), (opt_d, args.lr_d)):
+            for group in opt.param_groups:
+                group["lr"] = lr_at(base, step, args, lr_period, loop.total_steps)
+        n_critic = critic_iters(args, step)
+        for i in range(n_critic):
+            d = critic_update(acc, G, D, opt_d, augment(x if i == 0 else batches.next()), loss, args, diffaug)
+            if not d["ok"]:
+                break
+        g = generator_update(acc, G, D, opt_g, x.shape[0], loss, args, diffaug) if d["ok"] else {"ok": False}
+        if not loop.tick(d["ok"] and g["ok"]):
+            continue
+        ema.update(acc.unwrap_model(G))
+
+        if loop.due("log"):
+            stats = mean_over_processes(acc, {**d, **g})
+            stats.update(lr_g=opt_g.param_groups[0]["lr"], lr_d=opt_d.param_groups[0]["lr"], n_critic=n_critic,
+                         epoch=loop.epoch, img_per_s=loop.images_per_second(args.batch_size))
+            log.log(loop.step, stats)
+            shown = " ".join(f"{k} {stats[k]:.4g}" for k in ("d_loss", "g_loss", "gp", "d_acc", "w_dist") if k in stats)
+            run.print(f"step {loop.step}/{loop.total_steps} ep {loop.epoch} {shown} | {stats['img_per_s']:.1f} img/s")
+        if loop.due("sample") and run.is_main:   # curves are redrawn with the grids: plotting costs ~0.2 s
+            save_grid(ema.module.sample(len(fixed_z), z=fixed_z), run.path("samples", f"step{loop.step:07d}.png"))
+            plot_losses(run, loss)
+        if loop.due("fid"):
+            last_fid = fid(ema.module, loop.step)
+        if loop.due("export") and run.is_main:
+            write_export(run.path("exports", f"step{loop.step:07d}.safetensors"), ema, cfg, args, loop, data, last_fid)
+        if loop.due("save"):
+            loop.save()
+    loop.finish()
+
+    if run.is_main:
+        path = write_export(run.path("export.safetensors"), ema, cfg, args, loop, data, last_fid)
+        save_grid(ema.module.sample(len(fixed_z), z=fixed_z), run.path("samples.png"))
+        if loop.stopped_early:
+            plot_losses(run, loss)
+        fid_text = f", FID {last_fid:.2f} ({args.fid_extractor})" if last_fid is not None else ""
+        run.print(f"done: {loop.step} steps ({loop.epoch} epochs) in {loop.train_seconds:.0f} s "
+                  f"({loop.images_per_second(args.batch_size):.1f} img/s){fid_text}; samples {run.path('samples.png')}; "
+                  f"export {path}")
+    acc.end_training()
+
+
+if __name__ == "__main__":
+    main()
