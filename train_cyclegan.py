@@ -1,0 +1,445 @@
+"""Train a CycleGAN (Zhu et al. 2017) between two unpaired image domains X and Y.
+
+Domains are either two image folders (``--data-x DIR --data-y DIR``) or one source split by a binary
+attribute (``--data SOURCE --attr Smiling``: attribute −1 → X, +1 → Y), e.g. not-smiling ↔ smiling on CelebA
+(``--attr-file list_attr_celeba.txt``) or on the built-in synthetic faces (which carry their own attributes).
+
+    accelerate launch train_cyclegan.py --attr Smiling --resolution 64
+    accelerate launch train_cyclegan.py --data-x apples/ --data-y oranges/ --disc dc
+
+Outputs in the run directory: samples/xy_step*.png and yx_step*.png (rows: input | translated | reconstructed,
+from fixed held-out images), loss.png, stats.jsonl, checkpoints/ (exact resume) and export.safetensors (EMA
+generators; ``python evaluate.py --ckpt runs/<name>/export.safetensors --mode translate``).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.cyclegan import (DISCRIMINATORS, GAN_LOSSES, CycleGAN, CycleGANConfig, ImagePool, build_discriminator,
+                             config_dict, discriminator_loss, generator_losses)
+from utils.augment import PRESETS as AUG_PRESETS
+from utils.augment import build_augment
+from utils.checkpoint import Checkpointer, all_finite
+from utils.data import Batches, DataError, FaceData, face_data_from_args, to_float
+from utils.ema import EMA
+from utils.export import save_export
+from utils.images import save_grid
+from utils.loop import Loop
+from utils.run import (Every, add_common_args, config_of, data_on_device, nonneg_float, positive_float, positive_int,
+                       run_name, setup_run)
+from utils.tracking import StatsLog, plot_curves
+
+# Plotted terms; loss_G (the weighted total, ~10x larger, which would flatten the others) stays in stats.jsonl.
+CURVE_KEYS = ["adv_xy", "adv_yx", "cycle", "identity", "loss_D_x", "loss_D_y"]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_common_args(p)
+    g = p.add_argument_group("domains")
+    g.add_argument("--data-x", type=str, default=None, help="folder of domain-X images (with --data-y)")
+    g.add_argument("--data-y", type=str, default=None, help="folder of domain-Y images (with --data-x)")
+    g.add_argument("--attr", type=str, default=None,
+                   help="split --data by this binary attribute: −1 → X, +1 → Y (None: Smiling, unless --data-x)")
+    g.add_argument("--attr-file", type=str, default=None,
+                   help="CelebA-format attribute file (list_attr_celeba.txt or .csv); rows matched to images by "
+                        "file name. Not needed for synthetic data; for --data celeba defaults to the one in its root")
+    g = p.add_argument_group("cyclegan")
+    g.add_argument("--disc", type=str, default="patch", choices=list(DISCRIMINATORS),
+                   help="PatchGAN (per-patch logits) or DCGAN-style (one global logit) discriminators")
+    g.add_argument("--gan-loss", type=str, default="lsgan", choices=list(GAN_LOSSES),
+                   help="adversarial loss: least squares (the paper) or binary cross-entropy")
+    g.add_argument("--cycle-weight", type=nonneg_float, default=10.0,
+                   help="λ of the cycle-consistency L1 term (paper: 10); 0 turns it off")
+    g.add_argument("--identity-weight", type=nonneg_float, default=None,
+                   help="weight of the identity L1 term (None: 0.5 × --cycle-weight, paper §5.2); 0 = off")
+    g.add_argument("--pool-size", type=int, default=50,
+                   help="generated-image history for discriminator updates (Shrivastava et al. 2017); 0 = off")
+    g.add_argument("--lr", type=positive_float, default=2e-4, help="Adam learning rate (both G and D)")
+    g.add_argument("--beta1", type=float, default=0.5, help="Adam β1")
+    g.add_argument("--beta2", type=float, default=0.999, help="Adam β2")
+    g.add_argument("--lr-decay", type=str, default="linear", choices=["linear", "none"],
+                   help="linear: constant for the first half of training, then linearly to 0 (paper)")
+    g.add_argument("--gen-width", type=positive_int, default=64, help="generator base channels")
+    g.add_argument("--gen-blocks", type=int, default=3, help="generator residual blocks at 1/4 resolution")
+    g.add_argument("--disc-width", type=positive_int, default=64, help="discriminator base channels")
+    g.add_argument("--aug", type=str, default="flip", choices=list(AUG_PRESETS),
+                   help="training augmentation preset (utils/augment.py), applied to both domains")
+    g.add_argument("--grid-size", type=positive_int, default=8, help="held-out images per sample grid")
+    # FID of a translator needs held-out inputs of one domain against the other: use evaluate.py --mode translate.
+    p.set_defaults(data=None, fid_every=Every("0"))
+    args = p.parse_args(argv)
+    _validate(p, args)
+    return args
+
+
+def _validate(p: argparse.ArgumentParser, args) -> None:
+    if (args.data_x is None) != (args.data_y is None):
+        p.error("--data-x and --data-y go together")
+    if args.data_x is not None:
+        if args.data is not None or args.attr is not None or args.attr_file is not None:
+            p.error("use either --data-x/--data-y (two folders) or --data/--attr (one source split by an attribute)")
+    else:
+        args.data = args.data or "synthetic"
+        args.attr = args.attr or "Smiling"
+        if args.data == "synthetic" and args.attr_file:
+            p.error("--attr-file is for image folders and celeba; synthetic faces carry their own attributes")
+    if args.combined:
+        p.error("--combined is not supported by train_cyclegan.py (each domain is one source)")
+    if args.grad_accum != 1:
+        p.error("--grad-accum is not supported by train_cyclegan.py (two optimizers per step)")
+    if args.fid_every.value != 0:
+        p.error("training-time FID is not available for CycleGAN; evaluate the export with "
+                "`python evaluate.py --ckpt EXPORT --mode translate` (FID per direction)")
+    if args.pool_size < 0 or args.gen_blocks < 0:
+        p.error("--pool-size and --gen-blocks must be ≥ 0")
+    if args.identity_weight is None:
+        args.identity_weight = 0.5 * args.cycle_weight
+
+
+# ---------------------------------------------------------------------------------------------
+# Domains: two folders, or one source split by an attribute
+# ---------------------------------------------------------------------------------------------
+
+def read_attribute_file(path: str | Path, attr: str) -> dict[str, int]:
+    """{image file name: ±1} for ``attr`` from a CelebA attribute file.
+
+    Accepts the official list_attr_celeba.txt (count line, header line of names, then ``name v1 v2 …``) and
+    the CSV form (``image_id,5_o_Clock_Shadow,…``). Values > 0 are +1, all others −1.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"attribute file not found: {path}")
+    lines = [l for l in path.read_text(errors="replace").splitlines() if l.strip()]
+    split = (lambda l: l.strip().split(",")) if lines and "," in lines[0] else (lambda l: l.split())
+    if lines and lines[0].strip().isdigit():
+        lines = lines[1:]
+    if len(lines) < 2:
+        raise DataError(f"{path}: no attribute rows (expected a header line of names, then one row per image)")
+    header = split(lines[0])
+    width = len(split(lines[1]))
+    names = header[1:] if len(header) == width else header  # CSV headers name the file column, CelebA's do not
+    if attr not in names:
+        raise DataError(f"attribute {attr!r} not in {path.name}; it has: {', '.join(names)}")
+    col = names.index(attr) + 1
+    values = {}
+    for line in lines[1:]:
+        row = split(line)
+        if len(row) != len(names) + 1:
+            continue  # a cut or malformed row: the image then counts as "no attribute row"
+        try:
+            values[row[0]] = 1 if float(row[col]) > 0 else -1
+        except ValueError:
+            continue
+    if not values:
+        raise DataError(f"{path}: no readable rows for attribute {attr!r}")
+    return values
+
+
+def _source_names(args, data: FaceData) -> tuple[list[str], list[str]]:
+    """Names of data.train and data.heldout rows, in order.
+
+    FaceData does not carry names, so they are recomputed from the same (cached) listing load_face_data used.
+    """
+    if hasattr(data, "train_names"):
+        return list(data.train_names), list(data.heldout_names)
+    from utils import data as D
+    cache = Path(args.cache_dir) if args.cache_dir else D.default_cache_dir()
+    if args.data == "celeba":
+        train_set, pool = D._celeba_sets(args.data_root, args.resolution, args.crop, args.download, cache)
+        train, held = train_set.names, [pool.names[i] for i in D.heldout_indices(pool.names, args.n_real, 1.0)]
+    else:
+        raw = (D._synthetic_set(args.synthetic_size, args.resolution, getattr(args, "data_seed", 0), cache)
+               if args.data == "synthetic" else D._folder_set(args.data, args.resolution, args.crop, cache))
+        held_idx = set(D.heldout_indices(raw.names, args.n_real).tolist())
+        train = [n for i, n in enumerate(raw.names) if i not in held_idx]
+        held = [raw.names[i] for i in sorted(held_idx)]
+    if (len(train), len(held)) != (len(data.train), len(data.heldout)):
+        raise DataError(f"{args.data}: image names do not line up with the loaded data; clear the cache and retry")
+    return train, held
+
+
+def _attribute_signs(args, names: list[str]) -> np.ndarray:
+    """±1 per name (0: no attribute row for it)."""
+    if args.data == "synthetic":
+        from utils.synthetic import ATTRIBUTE_NAMES, face_attributes
+        if args.attr not in ATTRIBUTE_NAMES:
+            raise DataError(f"synthetic faces have no attribute {args.attr!r}; they have: {', '.join(ATTRIBUTE_NAMES)}")
+        idx = [int(n.rsplit("/", 1)[1]) for n in names]
+        seed = getattr(args, "data_seed", 0)
+        return face_attributes(idx, seed=seed)[args.attr].astype(np.int64) * 2 - 1
+    attr_file = args.attr_file
+    if attr_file is None and args.data == "celeba":
+        from utils.data import default_cache_dir
+        attr_file = Path(args.data_root or default_cache_dir() / "celeba") / "celeba" / "list_attr_celeba.txt"
+    if attr_file is None:
+        raise DataError(f"--attr {args.attr} on a folder needs --attr-file (CelebA-format attribute list)")
+    values = read_attribute_file(attr_file, args.attr)
+    by_stem = {Path(k).stem: v for k, v in values.items()}  # aligned copies may have another extension
+    return np.array([values.get(Path(n).name, by_stem.get(Path(n).stem, 0)) for n in names], np.int64)
+
+
+def _attribute_domain(data: FaceData, train_sign, held_sign, held_names, sign: int, name: str, attr: str) -> FaceData:
+    held = [n for n, s in zip(held_names, held_sign) if s == sign]
+    info = dict(data.info, domain=name, attr=attr, attr_value=sign, num_train=int((train_sign == sign).sum()),
+                num_heldout=len(held), split_sha256=hashlib.sha256("\n".join(held).encode()).hexdigest(),
+                source_split_sha256=data.info["split_sha256"])
+    missing = int((train_sign == 0).sum() + (held_sign == 0).sum())
+    if missing:
+        info["skipped"] = dict(data.info.get("skipped", {}), **{"no attribute row": missing})
+    return FaceData(data.train[torch.from_numpy(train_sign == sign)], data.heldout[torch.from_numpy(held_sign == sign)],
+                    info)
+
+
+def load_domains(cfg) -> tuple[FaceData, FaceData]:
+    """Domain X and Y data (train + held-out uint8 tensors) from parsed args or an export's train_config dict.
+
+    Two folders: each loaded like any --data folder (its own held-out split).  One source + attribute: the
+    source's held-out split is kept (never trained on) and both of its parts are divided by the attribute.
+    """
+    args = argparse.Namespace(**cfg) if isinstance(cfg, dict) else cfg
+    if args.data_x is not None:
+        return tuple(_with_domain(face_data_from_args(argparse.Namespace(**{**vars(args), "data": folder})),
+                                  Path(folder).name) for folder in (args.data_x, args.data_y))
+    data = face_data_from_args(args)
+    train_names, held_names = _source_names(args, data)
+    train_sign, held_sign = _attribute_signs(args, train_names), _attribute_signs(args, held_names)
+    domains = (_attribute_domain(data, train_sign, held_sign, held_names, -1, f"not_{args.attr}", args.attr),
+               _attribute_domain(data, train_sign, held_sign, held_names, +1, args.attr, args.attr))
+    for d in domains:
+        if len(d.train) == 0:
+            raise DataError(f"{args.data}: no training images with {args.attr} = {d.info['attr_value']:+d} "
+                            f"({int((train_sign == 0).sum())} without an attribute row)")
+    return domains
+
+
+def _with_domain(data: FaceData, name: str) -> FaceData:
+    data.info["domain"] = name
+    return data
+
+
+def default_run_name(args, tag: str) -> str:
+    if args.data_x is None:
+        return run_name("cyclegan", args, tag)
+    pair = f"{Path(args.data_x).resolve().name}2{Path(args.data_y).resolve().name}"
+    return run_name("cyclegan", argparse.Namespace(**{**vars(args), "data": pair}), tag)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training helpers
+# ---------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def frozen(accelerator, *nets: nn.Module):
+    """Discriminators during the generator update: no parameter gradients and no DDP gradient sync."""
+    with contextlib.ExitStack() as stack:
+        for net in nets:
+            stack.enter_context(accelerator.no_sync(net))
+            net.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for net in nets:
+                net.requires_grad_(True)
+
+
+class PoolCheckpoint:
+    """Both image pools of every process, kept in the resume checkpoint for an exact resume.
+
+    Checkpointer stores each of its EMA slots as ``.module`` buffers in ema.safetensors (no pickles) and
+    loads them back on every process; this object fills such a slot with the gathered pools of all ranks.
+    """
+
+    def __init__(self, pools: dict[str, ImagePool], world: int, resolution: int, device):
+        self.pools, self.shape, self.device = pools, (3, resolution, resolution), device
+        self.module = nn.Module()
+        for name, pool in pools.items():
+            self.module.register_buffer(f"{name}_images", torch.zeros(world, pool.size, *self.shape, device=device))
+            self.module.register_buffer(f"{name}_count", torch.zeros(world, dtype=torch.long, device=device))
+        self.num_updates = 0
+
+    def collect(self, accelerator) -> None:
+        """Gather every rank's pools into the module (collective: all processes call it before a save)."""
+        for name, pool in self.pools.items():
+            images, count = pool.state(self.shape, self.device)
+            getattr(self.module, f"{name}_images").copy_(accelerator.gather(images[None].contiguous()))
+            getattr(self.module, f"{name}_count").copy_(accelerator.gather(count))
+
+    def restore(self, rank: int) -> None:
+        for name, pool in self.pools.items():
+            pool.load(getattr(self.module, f"{name}_images")[rank], getattr(self.module, f"{name}_count")[rank].item())
+
+
+def lr_factor(step: int, total: int, schedule: str) -> float:
+    """Paper schedule: constant for the first half, then linear decay to 0 at the last step."""
+    if schedule == "none" or step < total // 2:
+        return 1.0
+    return max(0.0, (total - step) / max(1, total - total // 2))
+
+
+def fixed_grid_inputs(data: FaceData, k: int, device) -> torch.Tensor:
+    """The first k held-out images (training images if the domain has none held out)."""
+    pool = data.heldout if len(data.heldout) else data.train
+    return to_float(pool[:k].to(device))
+
+
+@torch.no_grad()
+def save_translation_grid(model: CycleGAN, inputs: torch.Tensor, direction: str, path: Path) -> None:
+    """Rows: input | translated | translated back (cycle reconstruction)."""
+    back = "yx" if direction == "xy" else "xy"
+    out = model.translate(inputs, direction)
+    save_grid(torch.cat([inputs, out, model.translate(out, back)]), path, nrow=len(inputs))
+
+
+def run_tag(args) -> str:
+    tag = f"{args.disc}-{args.gan_loss}" + ("-nocycle" if args.cycle_weight == 0 else "")
+    return tag + (f"-{args.attr}" if args.attr else "")
+
+
+# ---------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.name is None:
+        args.name = default_run_name(args, run_tag(args))
+    run = setup_run(args, "cyclegan", run_tag(args))
+    acc = run.accelerator
+    data_x, data_y = load_domains(args)
+    for d in (data_x, data_y):
+        run.print(f"domain {d.info['domain']}: {d.summary()}")
+        if len(d.train) < args.batch_size:
+            raise DataError(f"domain {d.info['domain']} has {len(d.train)} training images, fewer than "
+                            f"--batch-size {args.batch_size}")
+
+    # ---- build
+    cfg = CycleGANConfig(resolution=args.resolution, gen_width=args.gen_width, gen_blocks=args.gen_blocks,
+                         disc=args.disc, disc_width=args.disc_width)
+    gens = CycleGAN(cfg).to(run.device)
+    D_x, D_y = build_discriminator(cfg).to(run.device), build_discriminator(cfg).to(run.device)
+    betas = (args.beta1, args.beta2)
+    opt_G = torch.optim.Adam(gens.parameters(), lr=args.lr, betas=betas)
+    opt_D = torch.optim.Adam([*D_x.parameters(), *D_y.parameters()], lr=args.lr, betas=betas)
+    G_xy, G_yx = gens.G_xy, gens.G_yx
+    if args.compile:
+        G_xy, G_yx, D_x, D_y = (torch.compile(m) for m in (G_xy, G_yx, D_x, D_y))
+    G_xy, G_yx, D_x, D_y, opt_G, opt_D = acc.prepare(G_xy, G_yx, D_x, D_y, opt_G, opt_D)
+    ema = EMA(gens, args.ema_decay)  # after prepare: DDP has broadcast rank 0's weights into `gens` in place
+    n_params = sum(p.numel() for p in gens.parameters()) / 1e6
+    run.print(f"generators G_xy + G_yx: {n_params:.2f}M parameters; discriminators: {args.disc}")
+
+    # ---- data order, pools, resume. The larger domain drives the epoch (the paper's max(|X|, |Y|)).
+    def batches_of(d: FaceData, seed: int) -> Batches:
+        return Batches(d.train, args.batch_size, seed=seed, rank=acc.process_index, world=acc.num_processes,
+                       device=run.device, on_device=data_on_device(args, d.train, run.device))
+    x_drives = len(data_x.train) >= len(data_y.train)
+    lead = batches_of(data_x if x_drives else data_y, args.seed)
+    other = batches_of(data_y if x_drives else data_x, args.seed + 1)
+    pools = {"x": ImagePool(args.pool_size), "y": ImagePool(args.pool_size)}
+    slots = {"ema": ema}
+    pool_ckpt = None
+    if args.pool_size:
+        pool_ckpt = slots["pools"] = PoolCheckpoint(pools, acc.num_processes, args.resolution, run.device)
+    ckpt = Checkpointer(run, slots, lead)
+    loop = Loop(run, lead, ckpt)
+    extra = loop.resume()
+    if extra:
+        other.load_state_dict(extra["other_batches"])
+        if pool_ckpt is not None:
+            pool_ckpt.restore(acc.process_index)
+    log = StatsLog(run)
+    if loop.step:
+        log.truncate_after(loop.step)
+
+    def save_state():  # collective
+        if pool_ckpt is not None:
+            pool_ckpt.collect(acc)
+        loop.save(other_batches=other.state_dict())
+
+    augment = build_augment(args.aug)
+    grid_x = fixed_grid_inputs(data_x, args.grid_size, run.device)
+    grid_y = fixed_grid_inputs(data_y, args.grid_size, run.device)
+    domains = {"x": data_x.info["domain"], "y": data_y.info["domain"]}
+    export_extra = {"domains": domains, "data_x": data_x.info, "data_y": data_y.info}
+
+    def export(path: Path) -> None:
+        save_export(path, "cyclegan", ema.module, config_dict(cfg), config_of(args), step=loop.step,
+                    epoch=loop.epoch, weights="ema", train_seconds=loop.train_seconds, extra=export_extra)
+
+    gan_kw = dict(gan_loss=args.gan_loss, cycle_weight=args.cycle_weight, identity_weight=args.identity_weight)
+    run.print(f"training {domains['x']} ↔ {domains['y']} for {loop.total_steps} steps "
+              f"({lead.steps_per_epoch} per epoch), from step {loop.step}")
+
+    for lead_batch in loop:
+        other_batch = other.next()
+        x, y = (lead_batch, other_batch) if x_drives else (other_batch, lead_batch)
+        x, y = augment(x), augment(y)
+        for opt in (opt_G, opt_D):
+            for group in opt.param_groups:
+                group["lr"] = args.lr * lr_factor(loop.step, loop.total_steps, args.lr_decay)
+        snapshot = {k: (p.images, p.count) for k, p in pools.items()}
+
+        # Generators (Zhu et al. 2017 eq. 3): fool both discriminators, cycle back, optionally stay identity.
+        with frozen(acc, D_x, D_y):
+            loss_G, parts, fake_y, fake_x = generator_losses(G_xy, G_yx, D_x, D_y, x, y, **gan_kw)
+            acc.backward(loss_G)
+        # Discriminators on real images and on the history of generated ones.
+        loss_D_x = discriminator_loss(D_x, x, pools["x"].query(fake_x), args.gan_loss)
+        loss_D_y = discriminator_loss(D_y, y, pools["y"].query(fake_y), args.gan_loss)
+        acc.backward(loss_D_x + loss_D_y)
+
+        ok = all_finite(loss_G, loss_D_x, loss_D_y)
+        if bool(ok):
+            opt_G.step()
+            opt_D.step()
+        else:  # keep non-finite fakes out of the history
+            for k, (images, count) in snapshot.items():
+                pools[k].images, pools[k].count = images, count
+        opt_G.zero_grad(set_to_none=True)
+        opt_D.zero_grad(set_to_none=True)
+        if not loop.tick(ok):
+            continue
+        ema.update(gens)
+
+        if loop.due("log"):
+            losses = {"loss_G": loss_G, **parts, "loss_D_x": loss_D_x, "loss_D_y": loss_D_y}
+            log.log(loop.step, {**{k: v.detach() for k, v in losses.items()},
+                                "lr": opt_G.param_groups[0]["lr"], "epoch": loop.epoch,
+                                "img_per_s": loop.images_per_second(args.batch_size)})
+            if run.is_main:
+                plot_curves(run.path("stats.jsonl"), run.path("loss.png"), CURVE_KEYS,
+                            title=f"CycleGAN {domains['x']} ↔ {domains['y']}")
+        if loop.due("sample") and run.is_main:
+            save_translation_grid(ema.module, grid_x, "xy", run.path("samples", f"xy_step{loop.step:07d}.png"))
+            save_translation_grid(ema.module, grid_y, "yx", run.path("samples", f"yx_step{loop.step:07d}.png"))
+        if loop.due("export") and run.is_main:
+            export(run.path("exports", f"step{loop.step:07d}.safetensors"))
+        if loop.due("save"):
+            save_state()
+
+    if pool_ckpt is not None and loop.last_saved_step != loop.step:
+        pool_ckpt.collect(acc)
+    loop.finish(other_batches=other.state_dict())
+    if run.is_main:
+        export(run.path("export.safetensors"))
+        save_translation_grid(ema.module, grid_x, "xy", run.path("samples_xy.png"))
+        save_translation_grid(ema.module, grid_y, "yx", run.path("samples_yx.png"))
+        plot_curves(run.path("stats.jsonl"), run.path("loss.png"), CURVE_KEYS,
+                    title=f"CycleGAN {domains['x']} ↔ {domains['y']}")
+        run.print(json.dumps({"run_dir": str(run.dir), "step": loop.step, "epoch": loop.epoch,
+                              "train_seconds": round(loop.train_seconds, 1),
+                              "export": str(run.path("export.safetensors"))}))
+
+
+if __name__ == "__main__":
+    main()
