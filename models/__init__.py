@@ -20,6 +20,7 @@ FAMILIES = {
     "vae": "models.vae",
     "ddpm": "models.ddpm",
     "cyclegan": "models.cyclegan",
+    "acgan": "models.acgan",
 }
 
 

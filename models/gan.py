@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from models.layers import NORMS, UPSAMPLE_MODES, SelfAttention, apply_spectral_norm, dcgan_init_, norm_layer, up_conv
+from models.stylegan import STYLE_MODES, STYLE_UPSAMPLE, StyleGANGenerator
 
 G_NORMS = ("batch", "group", "none")
 D_NORMS = ("batch", "instance", "layer", "none")
@@ -47,6 +48,10 @@ class GANConfig:
     attn_res: list[int] = field(default_factory=list)   # feature-map sizes with SAGAN attention (G and D)
     spectral_norm: bool = False      # on every critic weight
     max_mult: int = 8                # channel cap: ngf·max_mult
+    # stylegan-lite only (models/stylegan.py):
+    style_mode: str = "adain"        # adain (StyleGAN) | modulated (StyleGAN2 weight (de)modulation)
+    mapping_layers: int = 4          # z → w MLP depth
+    noise: bool = False              # per-pixel noise inputs
 
     def validate(self) -> "GANConfig":
         if self.arch not in ARCHS:
@@ -58,7 +63,13 @@ class GANConfig:
                                      ("upsample", self.upsample, UPSAMPLE_MODES)):
             if value not in allowed:
                 raise GANConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
-        for name in ("latent_dim", "ngf", "ndf", "max_mult"):
+        if self.arch == "stylegan-lite":
+            if self.style_mode not in STYLE_MODES:
+                raise GANConfigError(f"style_mode must be one of {', '.join(STYLE_MODES)}, got {self.style_mode!r}")
+            if self.upsample not in STYLE_UPSAMPLE:
+                raise GANConfigError(f"stylegan-lite upsamples by resizing: upsample must be one of "
+                                     f"{', '.join(STYLE_UPSAMPLE)}, got {self.upsample!r}")
+        for name in ("latent_dim", "ngf", "ndf", "max_mult", "mapping_layers"):
             if int(getattr(self, name)) <= 0:
                 raise GANConfigError(f"{name} must be positive, got {getattr(self, name)}")
         return self
@@ -171,7 +182,8 @@ class DCGANCritic(nn.Module):
 # Registry and builders (the one place where an architecture is selected)
 # -------------------------------------------------------------------------------------------------------------
 
-ARCHS = {"dcgan": (DCGANGenerator, DCGANCritic)}
+ARCHS = {"dcgan": (DCGANGenerator, DCGANCritic),
+         "stylegan-lite": (StyleGANGenerator, DCGANCritic)}   # Karras et al. 2019/2020, DCGAN critic
 
 
 def build_generator(cfg: GANConfig) -> nn.Module:

@@ -1,0 +1,390 @@
+"""Train an ACGAN (Odena et al. 2017): faces conditioned on a binary CelebA attribute (seed 003).
+
+    accelerate launch train_acgan.py --attr Smiling                                    # built-in synthetic faces
+    accelerate launch train_acgan.py --data faces/ --attr-file list_attr_celeba.txt --attr Male --loss hinge
+
+Classes: 0 = attribute −1 (``not_<attr>``), 1 = attribute +1.  Images without an attribute row are left out
+(counted).  The discriminator has a real/fake head (any --loss of train_gan.py) and an auxiliary class head;
+both nets also minimise the class cross-entropy — D on real and generated images, G on its generated images
+(Odena et al. §3).  Outputs as train_gan.py, plus class grids: samples/stepNNNNNNN.png and class_grid.png
+(each row one z, each column one class: rows differ only in the class) and samples_<class>.png.
+``--class-eval-samples N`` (per class) writes class_metrics.json with per-class FID against the held-out real
+images of that class and the accuracy of an independent attribute classifier on the generated images
+(``evaluate_acgan``; evaluate.py can call it for any 'acgan' export).
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models.acgan import EMBEDS, ACGANConfig, ACGANDiscriminator, ACGANGenerator
+from models.gan import D_NORMS, G_NORMS
+from models.layers import UPSAMPLE_MODES
+from models.losses import LOSSES, clip_weights_, critic_metric, gradient_penalty
+from train_cyclegan import _attribute_signs, _source_names   # CelebA attribute files / synthetic attributes
+from train_gan import LOSS_DEFAULTS, OPTIMIZERS, apply_update, make_optimizer, mean_over_processes
+from utils.augment import PRESETS, build_augment
+from utils.checkpoint import Checkpointer
+from utils.data import Batches, DataError, FaceData, face_data_from_args
+from utils.ema import EMA
+from utils.export import atomic_write_json, save_export
+from utils.fid_hook import TrainingFID
+from utils.images import save_grid
+from utils.loop import Loop
+from utils.run import (add_common_args, config_of, data_on_device, nonneg_float, positive_float, positive_int,
+                       setup_run)
+from utils.tracking import StatsLog, plot_curves
+
+PROBE_TRAIN_MAX = 5000      # real training images the evaluation's attribute classifier is fitted on
+
+
+# ------------------------------------------------------------------------------------------------ flags
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Train an ACGAN conditioned on a face attribute (Odena et al. 2017).",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_common_args(p)
+    g = p.add_argument_group("classes")
+    g.add_argument("--attr", type=str, default="Smiling", help="binary attribute that defines the two classes")
+    g.add_argument("--attr-file", type=str, default=None,
+                   help="CelebA-format attribute file (list_attr_celeba.txt or .csv) for image folders; "
+                        "synthetic faces carry their own attributes")
+    g = p.add_argument_group("model")
+    g.add_argument("--embed", type=str, default="concat", choices=EMBEDS,
+                   help="label conditioning of G: concatenate an embedding to z, or multiply z by it")
+    g.add_argument("--embed-dim", type=positive_int, default=16, help="label-embedding size (concat)")
+    g.add_argument("--latent-dim", type=positive_int, default=100, help="z dimension")
+    g.add_argument("--ngf", type=positive_int, default=64, help="generator width")
+    g.add_argument("--ndf", type=positive_int, default=64, help="discriminator width")
+    g.add_argument("--g-norm", type=str, default="batch", choices=G_NORMS, help="generator normalisation")
+    g.add_argument("--d-norm", type=str, default=None, choices=D_NORMS,
+                   help="discriminator normalisation (default: none with --sn, instance for wgan-gp, else batch)")
+    g.add_argument("--upsample", type=str, default="transposed", choices=UPSAMPLE_MODES, help="generator upsampling")
+    g.add_argument("--sn", action="store_true", help="spectral normalisation on every discriminator weight")
+    g = p.add_argument_group("objective")
+    g.add_argument("--loss", type=str, default="bce", choices=list(LOSSES), help="adversarial objective")
+    g.add_argument("--aux-weight", type=nonneg_float, default=1.0, help="weight of the auxiliary class cross-entropy")
+    g.add_argument("--n-critic", type=positive_int, default=None, help="D updates per G update (default per loss)")
+    g.add_argument("--gp-lambda", type=nonneg_float, default=10.0, help="gradient-penalty weight (wgan-gp)")
+    g.add_argument("--clip", type=positive_float, default=None, help="weight-clipping bound (wgan-clip; default 0.01)")
+    g.add_argument("--aug", type=str, default="flip", choices=PRESETS, help="augmentation of the real images")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--optimizer", type=str, default=None, choices=OPTIMIZERS, help="for G and D (default per loss)")
+    g.add_argument("--lr-g", type=positive_float, default=None, help="generator learning rate (default per loss)")
+    g.add_argument("--lr-d", type=positive_float, default=None, help="discriminator learning rate (default per loss)")
+    g.add_argument("--beta1", type=float, default=None, help="Adam beta1 (default per loss)")
+    g.add_argument("--beta2", type=float, default=None, help="Adam beta2 (default per loss)")
+    g.add_argument("--momentum", type=float, default=0.9, help="momentum of sgd / nesterov")
+    g = p.add_argument_group("outputs")
+    g.add_argument("--grid-rows", type=positive_int, default=8, help="z rows in the class grid")
+    g.add_argument("--class-eval-samples", type=int, default=0,
+                   help="after training: generated images per class for per-class FID and classifier accuracy "
+                        "(0 = skip; uses --fid-extractor/--fid-weights)")
+    args = p.parse_args(argv)
+    validate(p, args)
+    return args
+
+
+def validate(p: argparse.ArgumentParser, args) -> None:
+    for key, value in LOSS_DEFAULTS[args.loss].items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    if args.d_norm is None:
+        args.d_norm = "none" if args.sn else ("instance" if args.loss == "wgan-gp" else "batch")
+    if args.loss == "wgan-gp" and args.d_norm == "batch":
+        p.error("--loss wgan-gp needs a per-sample critic: use --d-norm layer, instance or none")
+    if args.clip is not None and args.loss != "wgan-clip":
+        p.error("--clip applies to --loss wgan-clip only")
+    if args.grad_accum != 1:
+        p.error("--grad-accum is not supported by train_acgan.py")
+    if args.combined:
+        p.error("--combined is not supported by train_acgan.py (attributes come from one source)")
+    if args.data == "synthetic" and args.attr_file:
+        p.error("--attr-file is for image folders and celeba; synthetic faces carry their own attributes")
+    if args.class_eval_samples < 0:
+        p.error("--class-eval-samples must be ≥ 0")
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+class LabelledData:
+    """FaceData restricted to images with an attribute row, plus their class labels (0: −1, 1: +1)."""
+
+    def __init__(self, data: FaceData, train_labels: torch.Tensor, heldout_labels: torch.Tensor, attr: str):
+        self.data, self.train_labels, self.heldout_labels, self.attr = data, train_labels, heldout_labels, attr
+        self.class_names = [f"not_{attr}", attr]
+
+    def counts(self) -> str:
+        return ", ".join(f"{n}: {int((self.train_labels == c).sum())} train / {int((self.heldout_labels == c).sum())} "
+                         f"held-out" for c, n in enumerate(self.class_names))
+
+
+def load_labelled_data(cfg) -> LabelledData:
+    """Train/held-out images and labels from parsed args or an export's train_config dict (reuses the CycleGAN
+    attribute reader: CelebA list_attr_celeba.txt / CSV for folders and celeba, built-in attributes for synthetic)."""
+    args = argparse.Namespace(**cfg) if isinstance(cfg, dict) else cfg
+    data = face_data_from_args(args)
+    train_names, held_names = _source_names(args, data)
+    tr, he = _attribute_signs(args, train_names), _attribute_signs(args, held_names)
+    keep_t, keep_h = torch.from_numpy(tr != 0), torch.from_numpy(he != 0)
+    info = dict(data.info, attr=args.attr)
+    missing = int((~keep_t).sum() + (~keep_h).sum())
+    if missing:
+        info["skipped"] = dict(info.get("skipped", {}), **{"no attribute row": missing})
+        info.update(num_train=int(keep_t.sum()), num_heldout=int(keep_h.sum()))
+    data = FaceData(data.train[keep_t], data.heldout[keep_h], info)
+    labelled = LabelledData(data, torch.from_numpy(tr[tr != 0] > 0).long(), torch.from_numpy(he[he != 0] > 0).long(),
+                            args.attr)
+    for c, name in enumerate(labelled.class_names):
+        if int((labelled.train_labels == c).sum()) == 0:
+            raise DataError(f"{args.data}: no training images of class {name} ({missing} without an attribute row)")
+    return labelled
+
+
+class LabelledBatches(Batches):
+    """Batches that also remember the labels of the batch they last returned (same order, same resume state)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, **kw):
+        super().__init__(images, batch_size, **kw)
+        self.labels = labels.to(self.images.device)
+        self.last_labels = None
+
+    def next_uint8(self) -> torch.Tensor:
+        if self.index >= self.steps_per_epoch:
+            self.epoch, self.index = self.epoch + 1, 0
+        start = self.index * self.batch_size + self.rank * self.local_batch
+        idx = self._permutation()[start:start + self.local_batch]
+        self.index += 1
+        self.last_labels = self.labels[idx].to(self.device, non_blocking=True)
+        return self.images[idx].to(self.device, non_blocking=True)
+
+
+# ------------------------------------------------------------------------------------------------ the step
+
+def d_update(acc, G, D, opt_d, real, labels, num_classes, loss, args) -> dict:
+    n = real.shape[0]
+    z = torch.randn(n, args.latent_dim, device=real.device)
+    fake_labels = torch.randint(0, num_classes, (n,), device=real.device)
+    with torch.no_grad():
+        fake = G(z, fake_labels)
+    (s_real, c_real), (s_fake, c_fake) = D(real), D(fake)   # separate passes (BatchNorm)
+    adv = loss.d_loss(s_real, s_fake, 0.0)
+    aux = 0.5 * (F.cross_entropy(c_real.float(), labels) + F.cross_entropy(c_fake.float(), fake_labels))
+    d_loss = adv + args.aux_weight * aux
+    out = {"d_loss": adv.detach(), "aux_d": aux.detach(),
+           "cls_acc_real": (c_real.argmax(1) == labels).float().mean().detach()}
+    if args.loss == "wgan-gp":
+        gp, grad_norm = gradient_penalty(lambda x: D(x, fp32=True)[0], real, fake, args.gp_lambda)
+        d_loss = d_loss + gp
+        out.update(gp=gp.detach(), grad_norm=grad_norm)
+    opt_d.zero_grad(set_to_none=True)
+    acc.backward(d_loss)
+    out["ok"] = apply_update(acc, opt_d, D)
+    if args.loss == "wgan-clip":
+        clip_weights_(D, args.clip)
+    name, value = critic_metric(loss, s_real, s_fake)
+    out[name] = value
+    return out
+
+
+def g_update(acc, G, D, opt_g, n, num_classes, loss, args) -> dict:
+    z = torch.randn(n, args.latent_dim, device=acc.device)
+    labels = torch.randint(0, num_classes, (n,), device=acc.device)
+    score, logits = D(G(z, labels))
+    aux = F.cross_entropy(logits.float(), labels)
+    g_loss = loss.g_loss(score) + args.aux_weight * aux
+    opt_g.zero_grad(set_to_none=True)
+    acc.backward(g_loss)
+    return {"g_loss": g_loss.detach(), "aux_g": aux.detach(),
+            "cls_acc_fake": (logits.argmax(1) == labels).float().mean().detach(), "ok": apply_update(acc, opt_g, G)}
+
+
+# ------------------------------------------------------------------------------------------------ outputs
+
+def class_grid(model: ACGANGenerator, z: torch.Tensor) -> torch.Tensor:
+    """Row i = z[i] rendered as every class (rows share z; columns differ only in the label)."""
+    c = model.num_classes
+    labels = torch.arange(c).repeat(len(z))
+    return model.sample(len(z) * c, z=z.repeat_interleave(c, 0), labels=labels)
+
+
+def save_class_outputs(model, z, run, class_names) -> None:
+    save_grid(class_grid(model, z), run.path("class_grid.png"), nrow=model.num_classes)
+    for c, name in enumerate(class_names):
+        labels = torch.full((len(z),), c, dtype=torch.long)
+        save_grid(model.sample(len(z), z=z, labels=labels), run.path(f"samples_{name}.png"))
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+
+def fit_linear_probe(feats: torch.Tensor, labels: torch.Tensor, num_classes: int, *, steps: int = 200,
+                     weight_decay: float = 1e-3):
+    """Multinomial logistic regression on standardised features (L-BFGS); returns a predict(feats) function."""
+    mean, std = feats.mean(0), feats.std(0).clamp_min(1e-6)
+    x = (feats - mean) / std
+    lin = torch.nn.Linear(x.shape[1], num_classes)
+    opt = torch.optim.LBFGS(lin.parameters(), lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(lin(x), labels) + weight_decay * lin.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    return lambda f: lin((f - mean) / std).argmax(1)
+
+
+def evaluate_acgan(export, *, num_per_class: int = 1000, extractor: str = "inception", weights: str | None = None,
+                   device: str | torch.device = "cpu", seed: int = 0, batch_size: int = 64) -> dict:
+    """Per-class FID and attribute-classifier accuracy on an ACGAN export's generated images.
+
+    FID of class c: generated images of class c vs the held-out real images of class c (the export's own split,
+    rebuilt from its train_config).  Classifier: a linear probe on the same extractor's features, fitted on up to
+    5000 labelled real training images — independent of the GAN (its own auxiliary classifier is what G was
+    trained to satisfy).  Its accuracy on held-out real images is reported as the reference ceiling.
+    """
+    from utils.metrics import MetricsError, extract_features, fid_from_features, load_feature_extractor
+
+    if export.family != "acgan":
+        raise MetricsError(f"evaluate_acgan needs an 'acgan' export, got {export.family!r}")
+    model = export.model.to(device).eval()
+    lab = load_labelled_data(export.train_config)
+    ext = load_feature_extractor(extractor, weights=weights, device=device)
+    feats = lambda imgs: torch.from_numpy(extract_features(imgs, ext, batch_size=batch_size, device=device))  # noqa: E731
+    g = torch.Generator().manual_seed(seed)
+    probe_idx = torch.randperm(len(lab.data.train), generator=g)[:PROBE_TRAIN_MAX]
+    predict = fit_linear_probe(feats(lab.data.train[probe_idx]), lab.train_labels[probe_idx], model.num_classes)
+    real_feats = feats(lab.data.heldout)
+    result = {"extractor": extractor, "num_per_class": num_per_class, "seed": seed, "attr": lab.attr,
+              "classifier": {"kind": f"linear probe on {extractor} features", "num_train": len(probe_idx),
+                             "heldout_real_accuracy": float((predict(real_feats) == lab.heldout_labels).float().mean())},
+              "per_class": {}}
+    correct = 0
+    from utils.data import to_uint8
+    for c, name in enumerate(lab.class_names):
+        labels = torch.full((num_per_class,), c, dtype=torch.long)
+        fake = to_uint8(model.sample(num_per_class, generator=torch.Generator().manual_seed(seed * 1000 + c),
+                                     labels=labels, batch_size=batch_size).clamp(-1, 1)).cpu()
+        fake_feats = feats(fake)
+        hits = int((predict(fake_feats) == c).sum())
+        correct += hits
+        real_c = real_feats[lab.heldout_labels == c]
+        entry = {"n_fake": num_per_class, "n_real": len(real_c), "classifier_accuracy": hits / num_per_class}
+        if len(real_c) >= 2 and num_per_class >= 2:
+            entry["fid"] = fid_from_features(fake_feats.numpy(), real_c.numpy())
+        else:
+            entry["fid"] = None
+            entry["fid_skipped"] = f"needs ≥ 2 real and generated images of the class (has {len(real_c)} real)"
+        result["per_class"][name] = entry
+    result["classifier"]["generated_accuracy"] = correct / (num_per_class * len(lab.class_names))
+    fids = [e["fid"] for e in result["per_class"].values() if e["fid"] is not None]
+    result["mean_class_fid"] = float(np.mean(fids)) if fids else None
+    return result
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+def model_config(args, class_names) -> ACGANConfig:
+    return ACGANConfig(resolution=args.resolution, latent_dim=args.latent_dim, num_classes=len(class_names),
+                       class_names=list(class_names), attr=args.attr, embed=args.embed, embed_dim=args.embed_dim,
+                       ngf=args.ngf, ndf=args.ndf, g_norm=args.g_norm, d_norm=args.d_norm, upsample=args.upsample,
+                       spectral_norm=args.sn).validate()
+
+
+def run_tag(args) -> str:
+    return "-".join([args.attr, args.loss] + (["sn"] if args.sn else []))
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    run = setup_run(args, "acgan", run_tag(args))
+    acc = run.accelerator
+    lab = load_labelled_data(args)
+    data = lab.data
+    run.print(data.summary() + f"; classes {lab.counts()}")
+    fid = TrainingFID(run, data)
+
+    cfg = model_config(args, lab.class_names)
+    with torch.random.fork_rng(devices=[]):   # same initial weights for any process count
+        torch.manual_seed(args.seed)
+        G, D = ACGANGenerator(cfg), ACGANDiscriminator(cfg)
+    run.print(f"generator {sum(p.numel() for p in G.parameters()) / 1e6:.2f}M params, "
+              f"discriminator {sum(p.numel() for p in D.parameters()) / 1e6:.2f}M params")
+    opt_g, opt_d = make_optimizer(args, G.parameters(), args.lr_g), make_optimizer(args, D.parameters(), args.lr_d)
+    ema = EMA(G, args.ema_decay).to(run.device)
+    G, D, opt_g, opt_d = acc.prepare(G, D, opt_g, opt_d)
+
+    batches = LabelledBatches(data.train, lab.train_labels, args.batch_size, seed=args.seed, rank=acc.process_index,
+                              world=acc.num_processes, device=run.device,
+                              on_device=data_on_device(args, data.train, run.device))
+    loop = Loop(run, batches, Checkpointer(run, {"ema": ema}, batches))
+    loop.resume()
+    log = StatsLog(run)
+    if args.resume:
+        log.truncate_after(loop.step)
+    grid_z = torch.randn(args.grid_rows, args.latent_dim, generator=torch.Generator().manual_seed(args.seed))
+    augment, loss, num_classes = build_augment(args.aug), LOSSES[args.loss], cfg.num_classes
+    run.print(f"loss {loss.name} + {args.aux_weight:g}·class CE, {args.optimizer} lr G {args.lr_g:g} / D {args.lr_d:g}, "
+              f"n_critic {args.n_critic}; {loop.total_steps} steps ({batches.steps_per_epoch}/epoch) from step {loop.step}")
+    last_fid = None
+
+    def write_export(path):
+        return save_export(path, "acgan", ema.module, asdict(cfg), config_of(args), step=loop.step, epoch=loop.epoch,
+                           weights="ema", train_seconds=loop.train_seconds,
+                           extra={"data": data.info, "fid": last_fid, "fid_extractor": args.fid_extractor})
+
+    for x in loop:
+        for i in range(args.n_critic):
+            real = x if i == 0 else batches.next()
+            d = d_update(acc, G, D, opt_d, augment(real), batches.last_labels, num_classes, loss, args)
+            if not d["ok"]:
+                break
+        g = g_update(acc, G, D, opt_g, x.shape[0], num_classes, loss, args) if d["ok"] else {"ok": False}
+        if not loop.tick(d["ok"] and g["ok"]):
+            continue
+        ema.update(acc.unwrap_model(G))
+        if loop.due("log"):
+            stats = mean_over_processes(acc, {**d, **g})
+            stats.update(epoch=loop.epoch, img_per_s=loop.images_per_second(args.batch_size))
+            log.log(loop.step, stats)
+            shown = " ".join(f"{k} {stats[k]:.4g}" for k in ("d_loss", "g_loss", "aux_d", "aux_g", "cls_acc_real",
+                                                              "cls_acc_fake") if k in stats)
+            run.print(f"step {loop.step}/{loop.total_steps} ep {loop.epoch} {shown} | {stats['img_per_s']:.1f} img/s")
+        if loop.due("sample") and run.is_main:
+            save_grid(class_grid(ema.module, grid_z), run.path("samples", f"step{loop.step:07d}.png"), nrow=num_classes)
+            plot_curves(run.path("stats.jsonl"), run.path("loss.png"), keys=["d_loss", "g_loss", "aux_d", "aux_g"],
+                        title=f"ACGAN losses ({loss.name})", ylabel="loss")
+        if loop.due("fid"):
+            last_fid = fid(ema.module, loop.step)
+        if loop.due("export") and run.is_main:
+            write_export(run.path("exports", f"step{loop.step:07d}.safetensors"))
+        if loop.due("save"):
+            loop.save()
+    loop.finish()
+
+    if run.is_main:
+        path = write_export(run.path("export.safetensors"))
+        save_class_outputs(ema.module, grid_z, run, lab.class_names)
+        summary = f"done: {loop.step} steps in {loop.train_seconds:.0f} s; class grid {run.path('class_grid.png')}"
+        if args.class_eval_samples:
+            from utils.export import load_export
+            metrics = evaluate_acgan(load_export(path), num_per_class=args.class_eval_samples,
+                                     extractor=args.fid_extractor, weights=args.fid_weights, device=run.device,
+                                     seed=args.seed)
+            atomic_write_json(run.path("class_metrics.json"), metrics)
+            per = ", ".join(f"{n} FID {e['fid']:.2f}" if e["fid"] is not None else f"{n} FID n/a"
+                            for n, e in metrics["per_class"].items())
+            summary += (f"; {per}; classifier accuracy on generated {metrics['classifier']['generated_accuracy']:.3f} "
+                        f"(held-out real {metrics['classifier']['heldout_real_accuracy']:.3f})")
+        run.print(summary + f"; export {path}")
+    acc.end_training()
+
+
+if __name__ == "__main__":
+    main()
