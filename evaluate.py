@@ -1,0 +1,382 @@
+"""Evaluate a generator export (any family) or a folder of samples; write metrics.json.
+
+    python evaluate.py --ckpt runs/gan-.../export/ema.safetensors            # 5000 samples vs held-out split
+    python evaluate.py --ckpt ddpm.safetensors --sample-steps 250 --eta 0     # DDPM sampling options
+    python evaluate.py --fake-dir samples/ --real aligned_faces/              # folders, no checkpoint
+    accelerate launch --multi_gpu --num_processes 2 evaluate.py --ckpt ...    # same numbers, split over 2 GPUs
+
+The model is rebuilt from the export alone (no architecture flags).  The real reference is the export's
+held-out split (re-derived from the data settings in its train_config) or ``--real DIR``.  Samples are
+saved as PNG, never JPEG (lossless, so FID on the saved folder equals FID in memory).
+
+metrics.json, schema_version 1 (``utils.metrics.read_metrics`` validates it):
+  schema_version, created, command, fid_mode ("clean")
+  source            kind ("export"|"folder"), path, sha256, family, step, epoch, weights ("ema"|"raw")
+  samples           n, seed, block_size, seeding, sample_kwargs, resolution, saved_png, dir
+  real              source, split, n, split_sha256, pixels_sha256, resolution, cache_path, cache_hit
+  feature_extractor name, dim, input_size, path, sha256 (+ sha256_matches_clean_fid for Inception)
+  metrics           fid, kid, precision, recall, inception_score, lpips_diversity, params_generator,
+                    params_total, train_seconds, sampling_throughput: each {"value": number|null, ...};
+                    null values carry "not_computed": reason — never a placeholder number
+  versions          python and library versions
+  runtime           device, num_processes, wall_seconds, sampling_seconds, feature_seconds, ...
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from utils.feature_nets import LPIPS_RANDOM, MetricsError, file_sha256, load_feature_extractor, load_is_classifier
+from utils.metrics import (FD_METHODS, FID_MODE, METRIC_NAMES, METRICS_SCHEMA_VERSION, FIDEvaluator, MetricsFileError,
+                           distributed_extract,
+                           generate_and_extract, inception_score, load_image_folder, lpips_diversity, not_computed,
+                           pixels_sha256, reference_key, write_metrics)
+
+ALL_METRICS = ("fid", "kid", "pr", "is", "lpips", "params", "throughput")
+DEFAULT_N_REAL = 5000
+
+
+def metric_list(text: str) -> list[str]:
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [n for n in names if n not in ALL_METRICS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown metric(s) {', '.join(bad) or '(none)'}; "
+                                         f"choose from {','.join(ALL_METRICS)}")
+    return names
+
+
+def positive_int(text: str) -> int:
+    v = int(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return v
+
+
+def nonneg_int(text: str) -> int:
+    v = int(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer ≥ 0, got {text}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--ckpt", type=str, default=None, help="export file (.safetensors) written by a trainer")
+    src.add_argument("--fake-dir", type=str, default=None, help="evaluate an existing folder of samples instead")
+    p.add_argument("--num-samples", type=positive_int, default=5000,
+                   help="generated images (with --fake-dir: use at most this many, in sorted order)")
+    p.add_argument("--batch-size", type=positive_int, default=64,
+                   help="images per sampling call and per feature batch; also the seed-block size")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (block b uses a generator seeded by (seed, b))")
+    p.add_argument("--sample-steps", type=positive_int, default=None,
+                   help="DDPM only: sampling steps (default: the model's)")
+    p.add_argument("--eta", type=float, default=None,
+                   help="DDPM only: DDIM eta (0 = deterministic; default: the model's)")
+    p.add_argument("--out", type=str, default=None,
+                   help="output folder (default: <export stem>_eval/ beside the export, or <fake-dir>_eval/)")
+    p.add_argument("--metrics", type=metric_list, default=list(ALL_METRICS),
+                   help=f"comma-separated subset of {','.join(ALL_METRICS)} (default: all)")
+    p.add_argument("--feature-extractor", type=str, default="inception", choices=["inception", "tiny"],
+                   help="'inception' (clean-fid's, reportable) or 'tiny' (seeded random net for tests/CPU smoke runs)")
+    p.add_argument("--fid-weights", type=str, default=None,
+                   help="local clean-fid inception-2015-12-05.pt (default: $FACEGEN_FID_WEIGHTS, /tmp, or download)")
+    p.add_argument("--is-weights", type=str, default=None,
+                   help="torchvision inception_v3 ImageNet state dict for Inception Score (IS is skipped without it)")
+    p.add_argument("--lpips-weights", type=str, default=None,
+                   help="torchvision AlexNet state dict for LPIPS (default: torch hub cache or download); "
+                        "'random' = random trunk, tests only")
+    p.add_argument("--lpips-samples", type=positive_int, default=100, help="images for pairwise LPIPS diversity")
+    p.add_argument("--fd-method", type=str, default="sqrtm", choices=list(FD_METHODS),
+                   help="Fréchet distance: 'sqrtm' (clean-fid's numerics) or 'eigh' (same to ~1e-6, much faster)")
+    p.add_argument("--pr-k", type=positive_int, default=3, help="k of the k-NN manifolds for precision/recall")
+    p.add_argument("--real", type=str, default=None,
+                   help="folder of real images as the reference (default: the export's held-out split)")
+    p.add_argument("--n-real", type=positive_int, default=None,
+                   help=f"use the first N reference images (default: the whole held-out split; {DEFAULT_N_REAL} "
+                        "for --real)")
+    p.add_argument("--save-samples", type=nonneg_int, default=None,
+                   help="how many samples to save as PNG (default: all; 0 = none)")
+    p.add_argument("--stats-cache", type=str, default=None,
+                   help="reference-statistics cache (default $FACEGEN_CACHE/fid_stats or ~/.cache/facegen/fid_stats)")
+    p.add_argument("--cpu", action="store_true", help="run on CPU even if a GPU is available")
+    return p
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+# ---------------------------------------------------------------------------------------------
+
+def default_out_dir(args) -> Path:
+    if args.out:
+        return Path(args.out)
+    if args.ckpt:
+        ck = Path(args.ckpt)
+        return ck.with_name(ck.stem + "_eval")
+    fake = Path(args.fake_dir).resolve()
+    return fake.with_name(fake.name + "_eval")
+
+
+def sample_kwargs(args, family: str) -> dict:
+    kw = {}
+    if args.sample_steps is not None:
+        kw["steps"] = args.sample_steps
+    if args.eta is not None:
+        kw["eta"] = args.eta
+    if kw and family != "ddpm":
+        raise MetricsError(f"--sample-steps/--eta apply to ddpm exports only; this export is {family!r}")
+    return kw
+
+
+def generator_params(model: torch.nn.Module) -> tuple[int, str]:
+    """Parameters used for sampling ("G"), and which sub-module they were counted from."""
+    for attr in ("generator", "decoder"):
+        sub = getattr(model, attr, None)
+        if isinstance(sub, torch.nn.Module):
+            return sum(p.numel() for p in sub.parameters()), f"model.{attr}"
+    return sum(p.numel() for p in model.parameters()), "whole model (no .generator/.decoder sub-module)"
+
+
+def real_images_for(args, export):
+    """(images, provenance) of the reference set: --real folder or the export's held-out split."""
+    if args.real:
+        images, info = load_image_folder(args.real, limit=args.n_real or DEFAULT_N_REAL)
+        return images, {"source": info["folder"], "split": "folder", "split_sha256": info["pixels_sha256"],
+                        "pixels_sha256": info["pixels_sha256"], "resolution": "native (resized to 299 by clean-fid)",
+                        "num_files": info["num_files"], "skipped_unreadable": info["skipped_unreadable"]}
+    if export is None:
+        raise MetricsError("--fake-dir needs --real DIR (there is no export to take a held-out split from)")
+    data = heldout_from_train_config(export.train_config, export.model.resolution)
+    real = data.heldout
+    if args.n_real is not None:
+        if args.n_real > len(real):
+            raise MetricsError(f"--n-real {args.n_real} exceeds the held-out split ({len(real)} images)")
+        real = real[:args.n_real]
+    return real, {"source": data.info["source"], "split": "heldout", "split_sha256": data.info["split_sha256"],
+                  "pixels_sha256": pixels_sha256(real), "resolution": int(real.shape[-1]),
+                  "heldout_size": len(data.heldout), "manifest_path": data.info.get("manifest_path")}
+
+
+def heldout_from_train_config(tc: dict, resolution: int):
+    """Rebuild the training data's held-out split from the flags stored in the export (utils.data names)."""
+    from utils.data import load_face_data
+
+    cache_dir = tc.get("cache_dir")
+    return load_face_data(tc.get("data", "synthetic"), int(resolution), n_real=int(tc.get("n_real", DEFAULT_N_REAL)),
+                          cache_dir=cache_dir if cache_dir and Path(cache_dir).is_dir() else None,
+                          synthetic_size=int(tc.get("synthetic_size", 15000)), seed=int(tc.get("data_seed", 0)),
+                          data_root=tc.get("data_root"), crop=tc.get("crop", "center"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Metric blocks
+# ---------------------------------------------------------------------------------------------
+
+def versions() -> dict:
+    out = {"python": platform.python_version()}
+    for dist in ("torch", "torchvision", "numpy", "scipy", "pillow", "clean-fid", "lpips", "accelerate", "safetensors"):
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def lpips_entry(args, head_images: torch.Tensor, device) -> dict:
+    from utils.feature_nets import load_lpips
+
+    if "lpips" not in args.metrics:
+        return not_computed("not requested (--metrics)")
+    if head_images is None:
+        return not_computed("samples differ in size")
+    if len(head_images) < 2 or min(head_images.shape[-2:]) < 32:
+        return not_computed(f"LPIPS-Alex needs ≥ 2 images of ≥ 32 px, got {tuple(head_images.shape)}")
+    net, info = load_lpips(args.lpips_weights, device)
+    if net is None:
+        return not_computed(info["not_computed"])
+    return {**lpips_diversity(head_images, net, max_images=args.lpips_samples, device=device), **info}
+
+
+def is_entry(args, logits, classifier) -> dict:
+    if "is" not in args.metrics:
+        return not_computed("not requested (--metrics)")
+    if logits is None:
+        return not_computed(load_is_classifier(None)[1])
+    if len(logits) < 10:
+        return not_computed(f"Inception Score uses 10 splits and needs ≥ 10 samples, got {len(logits)}")
+    mean, std = inception_score(logits, splits=10)
+    return {"value": mean, "std": std, "splits": 10, "num_images": len(logits), "std_ddof": 0,
+            "classifier": classifier.describe()}
+
+
+def fill_metrics(metrics: dict, wanted: list[str]) -> dict:
+    """Every schema metric present: missing ones become explicit 'not requested' / 'not applicable' entries."""
+    by_flag = {"fid": "fid", "kid": "kid", "precision": "pr", "recall": "pr", "inception_score": "is",
+               "lpips_diversity": "lpips", "params_generator": "params", "params_total": "params",
+               "sampling_throughput": "throughput", "train_seconds": "params"}
+    for name in METRIC_NAMES:
+        if name not in metrics:
+            flag = by_flag[name]
+            metrics[name] = not_computed("not requested (--metrics)" if flag not in wanted
+                                         else "needs a checkpoint (evaluating a folder)")
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------
+
+def run(args) -> dict | None:
+    from accelerate import Accelerator
+
+    t_start = time.perf_counter()
+    # cpu=True on a CPU-only machine is what makes accelerate treat torchrun/accelerate-launch processes as a
+    # distributed (gloo) group; without it each process would silently evaluate everything alone.
+    acc = Accelerator(cpu=args.cpu or not torch.cuda.is_available())
+    device, is_main = acc.device, acc.is_main_process
+    out_dir = default_out_dir(args)
+    save_n = args.num_samples if args.save_samples is None else min(args.save_samples, args.num_samples)
+    sample_dir = out_dir / "samples"
+    if is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if args.ckpt:
+            # Stale PNGs of an earlier, larger run would mix into the folder; remove only our own file names.
+            for old in sample_dir.glob("[0-9][0-9][0-9][0-9][0-9][0-9].png"):
+                old.unlink()
+            if save_n:
+                sample_dir.mkdir(parents=True, exist_ok=True)
+    acc.wait_for_everyone()
+
+    extractor = load_feature_extractor(args.feature_extractor, weights=args.fid_weights, device=device)
+    classifier = None
+    if "is" in args.metrics and args.is_weights:
+        classifier, _ = load_is_classifier(args.is_weights, device)
+    need_head = args.lpips_samples if "lpips" in args.metrics else 0
+    metrics, runtime = {}, {"device": str(device), "num_processes": acc.num_processes}
+
+    export = None
+    if args.ckpt:
+        from utils.export import load_export
+
+        export = load_export(args.ckpt, device=device)
+        kw = sample_kwargs(args, export.family)
+        model = export.model
+        if export.weights != "ema":
+            acc.print(f"note: {args.ckpt} holds {export.weights!r} weights, not EMA")
+
+        def sample_fn(num, g):
+            return model.sample(num, generator=g, **kw)
+
+        def save_block(start, u8):
+            from utils.images import save_png
+            for i in range(min(len(u8), max(save_n - start, 0))):
+                save_png(u8[i].permute(1, 2, 0).cpu().numpy(), sample_dir / f"{start + i:06d}.png")
+
+        t0 = time.perf_counter()
+        gen = generate_and_extract(sample_fn, args.num_samples, extractor, block_size=args.batch_size,
+                                   seed=args.seed, device=device, classifier=classifier, accelerator=acc,
+                                   keep_images=need_head, on_block=save_block)
+        runtime.update(sampling_seconds=gen.sampling_seconds, generate_and_features_seconds=time.perf_counter() - t0)
+        fake_feats, logits, head = gen.features, gen.logits, gen.head_images
+        g_params, g_rule = generator_params(model)
+        if "params" in args.metrics:
+            metrics["params_generator"] = {"value": g_params, "counted_from": g_rule}
+            metrics["params_total"] = {"value": sum(p.numel() for p in model.parameters())}
+            metrics["train_seconds"] = {"value": float(export.train_seconds), "from": "export metadata"}
+        if "throughput" in args.metrics:
+            metrics["sampling_throughput"] = {"value": args.num_samples / max(gen.sampling_seconds, 1e-9),
+                                              "unit": "images/s", "batch_size": args.batch_size,
+                                              "device": str(device), "num_processes": acc.num_processes,
+                                              "sample_kwargs": kw}
+        source = {"kind": "export", "path": str(Path(args.ckpt).resolve()), "sha256": file_sha256(args.ckpt),
+                  "family": export.family, "step": export.step, "epoch": export.epoch, "weights": export.weights}
+        samples = {"n": args.num_samples, "seed": args.seed, "block_size": args.batch_size,
+                   "seeding": "block b = samples [b*block_size, (b+1)*block_size) drawn with "
+                              "torch.Generator seeded by utils.metrics.block_seed(seed, b)",
+                   "sample_kwargs": kw, "resolution": int(model.resolution), "saved_png": save_n,
+                   "dir": str(sample_dir) if save_n else None}
+    else:
+        fake_images, finfo = load_image_folder(args.fake_dir, limit=args.num_samples)
+        t0 = time.perf_counter()
+        fake_feats, logits = distributed_extract(fake_images, extractor, batch_size=args.batch_size, device=device,
+                                                 classifier=classifier, accelerator=acc)
+        runtime["fake_feature_seconds"] = time.perf_counter() - t0
+        same_size = len({a.shape for a in fake_images[:need_head]}) == 1
+        head = torch.from_numpy(np.stack(fake_images[:need_head])).permute(0, 3, 1, 2) \
+            if need_head and same_size else None
+        source = {"kind": "folder", "path": finfo["folder"], "sha256": finfo["pixels_sha256"], "family": None,
+                  "step": None, "epoch": None, "weights": None}
+        samples = {"n": finfo["n"], "seed": None, "block_size": None, "seeding": "existing folder",
+                   "sample_kwargs": {}, "resolution": int(fake_images[0].shape[0]), "saved_png": 0,
+                   "dir": finfo["folder"], "skipped_unreadable": finfo["skipped_unreadable"]}
+
+    real_images, real_info = real_images_for(args, export)
+    key = reference_key(source=real_info["source"], split_sha256=real_info["split_sha256"],
+                        pixels_sha256=real_info["pixels_sha256"], resolution=real_info["resolution"],
+                        n=len(real_images), extractor=extractor)
+    ev = FIDEvaluator.from_images(extractor, real_images, device=device, batch_size=args.batch_size, cache_key=key,
+                                  cache_dir=args.stats_cache, accelerator=acc, info=real_info,
+                                  fd_method=args.fd_method)
+    runtime["reference_seconds"] = ev.info.get("reference_seconds", 0.0)
+    if not is_main:
+        return None
+
+    want = [m for m in ("fid", "kid", "pr") if m in args.metrics]
+    metrics.update(ev.metrics(fake_feats, want=want, k=args.pr_k))
+    metrics["inception_score"] = is_entry(args, logits, classifier)
+    metrics["lpips_diversity"] = lpips_entry(args, head, device)
+    runtime["wall_seconds"] = time.perf_counter() - t_start
+    result = {
+        "schema_version": METRICS_SCHEMA_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": " ".join([Path(sys.argv[0]).name, *args.argv]),
+        "fid_mode": FID_MODE,
+        "source": source,
+        "samples": samples,
+        "real": {**ev.info, "n": len(real_images)},
+        "feature_extractor": extractor.describe(),
+        "metrics": fill_metrics(metrics, args.metrics),
+        "versions": versions(),
+        "runtime": runtime,
+    }
+    write_metrics(out_dir / "metrics.json", result)
+    print(summary_line(result, out_dir))
+    return result
+
+
+def summary_line(result: dict, out_dir: Path) -> str:
+    m = result["metrics"]
+
+    def fmt(name, spec=".3f"):
+        v = m[name]["value"]
+        return "n/a" if v is None else format(v, spec)
+
+    return (f"FID {fmt('fid')} | KID {fmt('kid', '.5f')} | P {fmt('precision')} R {fmt('recall')} | "
+            f"IS {fmt('inception_score', '.2f')} | LPIPS-div {fmt('lpips_diversity', '.4f')} | "
+            f"{result['samples']['n']} samples vs {result['real']['n']} real "
+            f"[{result['feature_extractor']['name']}] -> {out_dir / 'metrics.json'}")
+
+
+def main(argv: list[str] | None = None) -> dict | None:
+    """Entry point; returns the metrics dict on the main process (None on others). Errors exit with one line."""
+    from utils.export import ExportError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    try:
+        return run(args)
+    except (MetricsError, MetricsFileError, ExportError) as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+if __name__ == "__main__":
+    main()

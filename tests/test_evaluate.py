@@ -1,0 +1,232 @@
+"""evaluate.py end to end on a toy family (tests/toy_family.py) with the seeded 'tiny' extractor: metrics.json
+schema and provenance, PNG samples, folder equality with clean-fid, held-out split from the export's
+train_config, reference cache, multi-process = single-process numbers, and one-line errors."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import evaluate
+from tests.toy_family import make_toy_model
+from utils import feature_nets
+from utils.data import to_uint8
+from utils.export import save_export
+from utils.metrics import METRIC_NAMES, MetricsFileError, block_seed, read_metrics, validate_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["--feature-extractor", "tiny", "--lpips-weights", "random", "--lpips-samples", "12"]
+
+
+@pytest.fixture(autouse=True)
+def toy_registered(monkeypatch):
+    import models
+    monkeypatch.setitem(models.FAMILIES, "toy", "tests.toy_family")
+    yield
+    from accelerate.state import AcceleratorState
+    AcceleratorState._reset_state(reset_partial_state=True)   # do not leak our Accelerator into other tests
+
+
+def blobs(n: int, seed: int, size: int = 32) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [np.asarray(Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)).resize((size, size),
+                                                                                               Image.BICUBIC))
+            for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A real-image folder, a toy export whose train_config points at it, and one evaluation run."""
+    root = tmp_path_factory.mktemp("eval")
+    real = root / "real"
+    real.mkdir()
+    for i, a in enumerate(blobs(40, seed=0)):
+        Image.fromarray(a).save(real / f"{i:03d}.png")
+    model, cfg = make_toy_model(seed=0)
+    export = save_export(root / "toy.safetensors", "toy", model, cfg,
+                         {"data": str(real), "n_real": 16, "resolution": 32, "cache_dir": str(root / "data_cache")},
+                         step=7, epoch=1, train_seconds=12.5)
+    return root, real, model, export
+
+
+def run_eval(argv, monkeypatch, cache):
+    monkeypatch.setenv("FACEGEN_CACHE", str(cache))
+    import models
+    monkeypatch.setitem(models.FAMILIES, "toy", "tests.toy_family")
+    return evaluate.main([str(a) for a in argv])
+
+
+@pytest.fixture(scope="module")
+def first_run(setup, tmp_path_factory):
+    root, real, model, export = setup
+    mp = pytest.MonkeyPatch()
+    try:
+        out = root / "run1"
+        result = run_eval(["--ckpt", export, "--real", real, "--num-samples", 24, "--batch-size", 8, "--out", out,
+                           *FAST], mp, root / "cache1")
+    finally:
+        mp.undo()
+        from accelerate.state import AcceleratorState
+        AcceleratorState._reset_state(reset_partial_state=True)
+    return out, result
+
+
+def test_export_run_writes_metrics_and_pngs(setup, first_run):
+    root, real, model, export = setup
+    out, result = first_run
+    assert read_metrics(out / "metrics.json") == json.loads(json.dumps(result))   # schema round trip
+    m = result["metrics"]
+    assert set(METRIC_NAMES) <= set(m)
+    for name in ("fid", "kid", "precision", "recall", "lpips_diversity", "params_generator", "params_total",
+                 "train_seconds", "sampling_throughput"):
+        assert isinstance(m[name]["value"], (int, float)), name
+    assert m["inception_score"]["value"] is None and "--is-weights" in m["inception_score"]["not_computed"]
+    assert "random" in m["lpips_diversity"]["backbone"]           # a test-only trunk is labelled as such
+    assert m["params_generator"]["value"] == sum(p.numel() for p in model.generator.parameters())
+    assert m["params_total"]["value"] == sum(p.numel() for p in model.parameters())
+    assert m["train_seconds"]["value"] == 12.5
+    assert result["source"]["family"] == "toy" and result["source"]["step"] == 7
+    assert result["feature_extractor"]["name"] == "tiny-random-conv-v1"
+    assert result["real"]["n"] == 40 and result["real"]["split"] == "folder"
+    assert result["samples"]["n"] == 24 and result["samples"]["seed"] == 0
+    pngs = sorted((out / "samples").glob("*.png"))
+    assert len(pngs) == 24 and not list((out / "samples").glob("*.jp*g"))
+    # Sample 9 = image 1 of block 1, drawn with block_seed(seed=0, block=1).
+    expected = to_uint8(model.sample(8, generator=torch.Generator().manual_seed(block_seed(0, 1))))[1]
+    assert np.array_equal(np.asarray(Image.open(pngs[9])), expected.permute(1, 2, 0).numpy())
+
+
+def test_saved_pngs_give_the_same_fid_and_match_cleanfid(setup, first_run, monkeypatch, tmp_path):
+    from cleanfid import fid as cleanfid
+
+    root, real, _, _ = setup
+    out, result = first_run
+    res = run_eval(["--fake-dir", out / "samples", "--real", real, "--out", tmp_path / "folder_eval",
+                    "--metrics", "fid,kid,pr", "--feature-extractor", "tiny"], monkeypatch, root / "cache1")
+    assert res["real"]["cache_hit"]                                   # same reference as the first run
+    assert res["metrics"]["fid"]["value"] == pytest.approx(result["metrics"]["fid"]["value"], abs=1e-9)
+    assert res["metrics"]["params_total"]["value"] is None and res["source"]["kind"] == "folder"
+    ref = cleanfid.compute_fid(str(out / "samples"), str(real), mode="clean",
+                               custom_feat_extractor=feature_nets.TinyFeatures(), device=torch.device("cpu"),
+                               num_workers=0, batch_size=8, verbose=False, use_dataparallel=False)
+    assert res["metrics"]["fid"]["value"] == pytest.approx(ref, abs=1e-3)
+
+
+def test_heldout_split_from_train_config_and_cache(setup, monkeypatch, tmp_path):
+    root, _, _, export = setup
+    argv = ["--ckpt", export, "--num-samples", 16, "--batch-size", 8, "--metrics", "fid",
+            "--feature-extractor", "tiny", "--save-samples", 4]
+    a = run_eval([*argv, "--out", tmp_path / "a"], monkeypatch, tmp_path / "cache")
+    b = run_eval([*argv, "--out", tmp_path / "b"], monkeypatch, tmp_path / "cache")
+    assert a["real"]["split"] == "heldout" and a["real"]["n"] == 16 and len(a["real"]["split_sha256"]) == 64
+    assert not a["real"]["cache_hit"] and b["real"]["cache_hit"]
+    assert a["metrics"]["fid"]["value"] == b["metrics"]["fid"]["value"]
+    assert len(list((tmp_path / "a" / "samples").glob("*.png"))) == 4
+    assert a["metrics"]["kid"]["not_computed"] == "not requested (--metrics)"
+
+
+def test_two_processes_give_the_same_numbers(setup, first_run, tmp_path):
+    root, real, _, export = setup
+    out, single = first_run
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "FACEGEN_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(ROOT / "tests" / "toy_family.py"), "--ckpt", str(export), "--real", str(real), "--num-samples", "24",
+           "--batch-size", "8", "--out", str(tmp_path / "mp"), *FAST]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    multi = read_metrics(tmp_path / "mp" / "metrics.json")
+    assert multi["runtime"]["num_processes"] == 2 and not multi["real"]["cache_hit"]   # reference split too
+    for name in ("fid", "kid", "precision", "recall", "params_total"):
+        assert multi["metrics"][name]["value"] == pytest.approx(single["metrics"][name]["value"], rel=1e-9), name
+    assert multi["metrics"]["lpips_diversity"]["value"] == pytest.approx(
+        single["metrics"]["lpips_diversity"]["value"], rel=1e-6)
+    for i in (0, 9, 23):   # every block, whichever process drew it, holds the same images
+        name = f"{i:06d}.png"
+        assert (tmp_path / "mp" / "samples" / name).read_bytes() == (out / "samples" / name).read_bytes()
+
+
+def test_metrics_json_validation_rejects_bad_files(first_run, tmp_path):
+    _, result = first_run
+    good = json.loads(json.dumps(result))
+    validate_metrics(copy.deepcopy(good))
+    bad = []
+    for mutate in (lambda d: d["metrics"].pop("fid"),
+                   lambda d: d["metrics"]["fid"].update(value=float("nan")),
+                   lambda d: d["metrics"]["kid"].update(value="0.1"),
+                   lambda d: d["metrics"]["fid"].update(value=True),
+                   lambda d: d["metrics"]["inception_score"].pop("not_computed"),
+                   lambda d: d.update(schema_version=99),
+                   lambda d: d.pop("real")):
+        d = copy.deepcopy(good)
+        mutate(d)
+        bad.append(d)
+    for d in bad:
+        with pytest.raises(MetricsFileError):
+            validate_metrics(d)
+    (tmp_path / "m.json").write_text("{not json")
+    with pytest.raises(MetricsFileError, match="not readable JSON"):
+        read_metrics(tmp_path / "m.json")
+
+
+def test_ddpm_options_reach_the_sampler(setup, monkeypatch, tmp_path):
+    import models
+
+    root, real, model, _ = setup
+    monkeypatch.setitem(models.FAMILIES, "ddpm", "tests.toy_family")   # the toy accepts steps/eta like DDPM
+    export = save_export(tmp_path / "ddpm.safetensors", "ddpm", model, {"z_dim": 8, "resolution": 32})
+    argv = ["--ckpt", export, "--real", real, "--num-samples", 8, "--batch-size", 8, "--metrics", "fid",
+            "--feature-extractor", "tiny"]
+    plain = run_eval([*argv, "--out", tmp_path / "plain"], monkeypatch, tmp_path / "cache")
+    opts = run_eval([*argv, "--out", tmp_path / "opts", "--sample-steps", 1, "--eta", 0], monkeypatch,
+                    tmp_path / "cache")
+    assert opts["samples"]["sample_kwargs"] == {"steps": 1, "eta": 0.0}
+    assert opts["metrics"]["fid"]["value"] != plain["metrics"]["fid"]["value"]
+
+
+def test_too_few_samples_give_reasons_not_numbers(setup, monkeypatch, tmp_path):
+    root, real, _, export = setup
+    res = run_eval(["--ckpt", export, "--real", real, "--num-samples", 1, "--out", tmp_path / "one", *FAST],
+                   monkeypatch, tmp_path / "cache")
+    for name in ("fid", "kid", "precision", "recall", "lpips_diversity"):
+        assert res["metrics"][name]["value"] is None and res["metrics"][name]["not_computed"], name
+    assert res["metrics"]["params_total"]["value"] > 0
+    ten = run_eval(["--ckpt", export, "--real", real, "--num-samples", 10, "--metrics", "fid",
+                    "--feature-extractor", "tiny", "--out", tmp_path / "ten"], monkeypatch, tmp_path / "cache")
+    assert ten["metrics"]["fid"]["value"] > 0 and "biased" in ten["metrics"]["fid"]["note"]
+
+
+@pytest.mark.parametrize("case", ["missing_ckpt", "garbage_ckpt", "fake_without_real", "steps_on_gan", "no_weights"])
+def test_bad_inputs_exit_with_one_line(case, setup, monkeypatch, tmp_path):
+    root, real, _, export = setup
+    argv = {"missing_ckpt": ["--ckpt", tmp_path / "nope.safetensors"],
+            "garbage_ckpt": ["--ckpt", tmp_path / "garbage.safetensors"],
+            "fake_without_real": ["--fake-dir", real],
+            "steps_on_gan": ["--ckpt", export, "--real", real, "--sample-steps", 10],
+            "no_weights": ["--ckpt", export, "--real", real]}[case]
+    (tmp_path / "garbage.safetensors").write_bytes(b"\x00" * 64)
+    if case == "no_weights":   # offline, no local Inception file
+        monkeypatch.delenv("FACEGEN_FID_WEIGHTS", raising=False)
+        monkeypatch.setattr(feature_nets, "INCEPTION_DEFAULT_PATH", tmp_path / "inception-2015-12-05.pt")
+        monkeypatch.setattr(feature_nets, "_download", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    else:
+        argv += ["--feature-extractor", "tiny"]
+    with pytest.raises(SystemExit) as e:
+        run_eval([*argv, "--out", tmp_path / "o", "--num-samples", 8], monkeypatch, tmp_path / "cache")
+    msg = str(e.value.code)
+    assert msg.startswith("error: ") and "\n" not in msg, msg
+    if case == "no_weights":
+        assert feature_nets.INCEPTION_URL in msg and "--fid-weights" in msg
+
+
+def test_unknown_metric_is_rejected_by_argparse():
+    with pytest.raises(SystemExit) as e:
+        evaluate.build_parser().parse_args(["--fake-dir", "x", "--metrics", "fid,bogus"])
+    assert e.value.code == 2

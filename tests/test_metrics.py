@@ -1,0 +1,333 @@
+"""utils.metrics / utils.feature_nets: exactness against clean-fid and PIL, metric definitions, loaders, cache.
+
+The folder-vs-folder FID test runs with the seeded 'tiny' extractor always, and with clean-fid's real Inception
+when FACEGEN_FID_WEIGHTS (or /tmp/inception-2015-12-05.pt) and FACEGEN_SHARED_DATA are set (~120 images).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from utils import feature_nets
+from utils.feature_nets import (INCEPTION_DEFAULT_PATH, InceptionClassifier, MetricsError, TinyFeatures,
+                                file_sha256, load_feature_extractor, load_is_classifier, load_lpips)
+from utils.metrics import (FIDEvaluator, block_seed, clean_resize, extract_features, fid_from_features,
+                           frechet_distance, inception_score, kid, load_image_folder, load_reference_features,
+                           lpips_diversity, my_blocks, pil_clean_resize, precision_recall, reference_key,
+                           resize_weights, save_reference_features)
+
+RNG = np.random.default_rng(1234)
+
+
+def smooth_images(n: int, h: int, w: int, seed: int) -> list[np.ndarray]:
+    """Blurry colour blobs: a 'dataset' whose distribution differs clearly from uniform noise."""
+    rng = np.random.default_rng(seed)
+    return [np.asarray(Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)).resize((w, h), Image.BICUBIC))
+            for _ in range(n)]
+
+
+def noise_images(n: int, h: int, w: int, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def write_folder(folder: Path, images: list[np.ndarray], ext: str = "png") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, a in enumerate(images):
+        Image.fromarray(a).save(folder / f"{i:04d}.{ext}")
+    return folder
+
+
+def inception_weights() -> Path | None:
+    env = os.environ.get("FACEGEN_FID_WEIGHTS")
+    if env and Path(env).is_file():
+        return Path(env)
+    return INCEPTION_DEFAULT_PATH if INCEPTION_DEFAULT_PATH.is_file() else None
+
+
+# ---------------------------------------------------------------------------------------------
+# clean-fid preprocessing
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("h,w", [(32, 32), (64, 64), (218, 178), (400, 512), (299, 300)])
+def test_clean_resize_matches_pil_float_bicubic(h, w):
+    imgs = noise_images(3, h, w, seed=h * w)
+    ref = np.stack([pil_clean_resize(a) for a in imgs])                    # clean-fid's own per-image PIL path
+    batch = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2)
+    ours = clean_resize(batch).permute(0, 2, 3, 1).numpy()
+    assert ours.shape == ref.shape == (3, 299, 299, 3) and ours.dtype == np.float32
+    assert np.abs(ours - ref).max() <= 1e-4          # bit-exact on CPU; the tolerance only covers other BLAS
+    assert np.array_equal(clean_resize(batch.float()).numpy(), clean_resize(batch).numpy())  # dtype-agnostic
+
+
+def test_resize_weights_are_normalised_and_identity_at_same_size():
+    for n_in, n_out in [(32, 299), (512, 299), (178, 299)]:
+        assert np.allclose(resize_weights(n_in, n_out).sum(axis=1), 1.0)
+    assert np.array_equal(resize_weights(299, 299), np.eye(299))
+
+
+# ---------------------------------------------------------------------------------------------
+# FID against clean-fid on folders
+# ---------------------------------------------------------------------------------------------
+
+def cleanfid_model(kind: str, weights: Path | None):
+    """The network clean-fid itself would use (its own Inception wrapper when the file name allows)."""
+    if kind == "tiny":
+        return TinyFeatures()
+    from cleanfid.inception_torchscript import InceptionV3W
+    if weights.name == "inception-2015-12-05.pt":
+        return InceptionV3W(str(weights.parent), download=False).eval()
+    return feature_nets.InceptionFeatures(weights)
+
+
+@pytest.fixture(scope="module", params=["tiny", "inception"])
+def folder_case(request, tmp_path_factory):
+    """(extractor, folder A, folder B of the same distribution, folder of noise)."""
+    root = tmp_path_factory.mktemp(f"folders_{request.param}")
+    if request.param == "tiny":
+        a = write_folder(root / "a", smooth_images(24, 32, 32, seed=1))
+        b = write_folder(root / "b", smooth_images(20, 32, 32, seed=2) + smooth_images(6, 40, 48, seed=3))
+        n = write_folder(root / "n", noise_images(24, 32, 32, seed=4))
+        return load_feature_extractor("tiny"), a, b, n, None
+    weights, shared = inception_weights(), os.environ.get("FACEGEN_SHARED_DATA")
+    if weights is None or not shared or not (Path(shared) / "celeba-6k").is_dir():
+        pytest.skip("real-Inception variant needs FACEGEN_FID_WEIGHTS (or /tmp/inception-2015-12-05.pt) "
+                    "and FACEGEN_SHARED_DATA")
+    files = sorted((Path(shared) / "celeba-6k").glob("*.jpg"))[:48]
+    a, b = root / "a", root / "b"
+    for folder, chunk in ((a, files[:24]), (b, files[24:48])):
+        folder.mkdir()
+        for f in chunk:
+            (folder / f.name).write_bytes(f.read_bytes())   # original JPEG bytes, decoded by both readers
+    n = write_folder(root / "n", noise_images(24, 218, 178, seed=5))
+    return load_feature_extractor("inception", weights=weights), a, b, n, weights
+
+
+def test_folder_fid_equals_cleanfid_compute_fid(folder_case):
+    from cleanfid import fid as cleanfid
+
+    extractor, a, b, noise, weights = folder_case
+    fa, fb, fn = (extract_features(load_image_folder(d)[0], extractor, batch_size=8) for d in (a, b, noise))
+    ours = fid_from_features(fa, fb)
+    ref = cleanfid.compute_fid(str(a), str(b), mode="clean", custom_feat_extractor=cleanfid_model(
+        "tiny" if weights is None else "inception", weights), device=torch.device("cpu"), num_workers=0,
+        batch_size=8, verbose=False, use_dataparallel=False)
+    assert abs(ours - ref) <= 1e-3, (ours, ref)
+    same, noisy = ours, fid_from_features(fa, fn)
+    assert abs(fid_from_features(fa, fa)) < 1e-3 * noisy       # a set against itself
+    assert noisy > 2.5 * same, (same, noisy)                    # faces vs faces ≪ faces vs noise
+
+
+def test_frechet_distance_closed_form_and_cleanfid_formula():
+    from cleanfid.fid import frechet_distance as cf_frechet
+
+    d = 6
+    mu1, mu2 = RNG.normal(size=d), RNG.normal(size=d)
+    v1, v2 = RNG.uniform(0.5, 2, d), RNG.uniform(0.5, 2, d)
+    expected = np.sum((mu1 - mu2) ** 2) + np.sum(v1 + v2 - 2 * np.sqrt(v1 * v2))   # diagonal Gaussians
+    assert frechet_distance(mu1, np.diag(v1), mu2, np.diag(v2)) == pytest.approx(expected, rel=1e-9)
+    a = RNG.normal(size=(d, d))
+    s1, s2 = a @ a.T + np.eye(d), np.cov(RNG.normal(size=(50, d)), rowvar=False)
+    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(cf_frechet(mu1, s1, mu2, s2), rel=1e-9)
+    with pytest.raises(MetricsError):
+        frechet_distance(mu1, s1, mu2[:3], s2[:3, :3])
+    # The fast eigendecomposition route computes the same trace.
+    f1 = RNG.normal(size=(300, 32))
+    f2 = RNG.normal(size=(300, 32)) @ RNG.normal(size=(32, 32)) * 0.5 + 0.3
+    stats = (f1.mean(0), np.cov(f1, rowvar=False), f2.mean(0), np.cov(f2, rowvar=False))
+    assert frechet_distance(*stats, method="eigh") == pytest.approx(frechet_distance(*stats), rel=1e-9)
+
+
+def test_kid_matches_cleanfid_kernel_distance_with_same_subsets():
+    from cleanfid.fid import kernel_distance
+
+    f1 = RNG.normal(size=(120, 16)).astype(np.float32)
+    f2 = (RNG.normal(size=(90, 16)) * 1.3 + 0.2).astype(np.float32)
+    ours = kid(f1, f2, num_subsets=20, max_subset_size=50, seed=7)
+    np.random.seed(7)
+    ref = kernel_distance(f1, f2, num_subsets=20, max_subset_size=50)
+    assert ours == pytest.approx(ref, rel=1e-4)
+    same = RNG.normal(size=(300, 16)).astype(np.float32), RNG.normal(size=(300, 16)).astype(np.float32)
+    shifted = (RNG.normal(size=(300, 16)) * 1.3 + 0.5).astype(np.float32)
+    near = kid(*same, num_subsets=10, max_subset_size=200)
+    far = kid(same[0], shifted, num_subsets=10, max_subset_size=200)
+    assert abs(near) < 0.05 * far          # unbiased: ≈ 0 for one distribution, large for a shifted one
+
+
+def brute_force_pr(real, fake, k):
+    def radii(x):
+        return np.sort(np.linalg.norm(x[:, None] - x[None], axis=-1), axis=1)[:, k]
+
+    def coverage(manifold, probes):
+        r = radii(manifold)
+        return np.mean([(np.linalg.norm(manifold - p, axis=1) <= r).any() for p in probes])
+
+    return coverage(real, fake), coverage(fake, real)
+
+
+def test_precision_recall_definition():
+    real = RNG.normal(size=(60, 8)).astype(np.float32)
+    fake = (RNG.normal(size=(50, 8)) * 0.6 + 0.8).astype(np.float32)   # narrower and shifted: P ≠ R
+    p, r = precision_recall(real, fake, k=3)
+    bp, br = brute_force_pr(real.astype(np.float64), fake.astype(np.float64), 3)
+    assert (p, r) == pytest.approx((bp, br), abs=1 / 50 + 1e-9)   # at most one borderline sample may flip
+    assert p != pytest.approx(r)
+    assert precision_recall(real, real, k=3) == (1.0, 1.0)
+    assert precision_recall(real, real + 100.0, k=3) == (0.0, 0.0)
+
+
+def test_inception_score_known_values():
+    k, n = 10, 200
+    onehot = np.full((n, k), -50.0)
+    onehot[np.arange(n), np.arange(n) % k] = 50.0       # confident and evenly spread over k classes
+    mean, std = inception_score(onehot, splits=10)
+    assert mean == pytest.approx(k, rel=1e-6) and std < 1e-6
+    assert inception_score(np.zeros((n, k)))[0] == pytest.approx(1.0)   # uniform predictions
+    logits = RNG.normal(size=(100, 5)) * 3
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    expected = np.mean([np.exp(np.mean(np.sum(c * (np.log(c) - np.log(c.mean(0))), 1))) for c in np.split(p, 10)])
+    assert inception_score(logits)[0] == pytest.approx(expected, rel=1e-9)
+
+
+# ---------------------------------------------------------------------------------------------
+# Networks: tiny extractor, Inception weights resolution, IS classifier, LPIPS
+# ---------------------------------------------------------------------------------------------
+
+def test_tiny_extractor_is_deterministic_and_named():
+    a, b = TinyFeatures(), TinyFeatures()
+    assert a.sha256 == b.sha256 and a.describe()["name"] == "tiny-random-conv-v1"
+    x = clean_resize(torch.from_numpy(np.stack(smooth_images(4, 32, 32, seed=9))).permute(0, 3, 1, 2))
+    fa, fb = a(x), b(x)
+    assert fa.shape == (4, 64) and torch.equal(fa, fb)
+    assert not torch.allclose(fa[0], fa[1])
+
+
+def test_inception_missing_offline_is_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("FACEGEN_FID_WEIGHTS", raising=False)
+    monkeypatch.setattr(feature_nets, "INCEPTION_DEFAULT_PATH", tmp_path / "inception-2015-12-05.pt")
+
+    def offline(url, dest, timeout=30.0):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(feature_nets, "_download", offline)
+    with pytest.raises(MetricsError) as e:
+        load_feature_extractor("inception")
+    msg = str(e.value)
+    assert "\n" not in msg and feature_nets.INCEPTION_URL in msg and str(tmp_path) in msg and "--fid-weights" in msg
+    with pytest.raises(MetricsError, match="does not exist"):
+        load_feature_extractor("inception", weights=tmp_path / "nope.pt")
+
+
+def test_is_classifier_needs_a_head(tmp_path):
+    from torchvision.models import alexnet, inception_v3
+
+    clf, reason = load_is_classifier(None)
+    assert clf is None and "--is-weights" in reason
+    torch.manual_seed(0)
+    net = inception_v3(weights=None, aux_logits=True, init_weights=False).eval()
+    path = tmp_path / "inception_v3.pth"
+    torch.save(net.state_dict(), path)
+    clf = InceptionClassifier(path)
+    for (name, a), b in zip(clf.net.state_dict().items(), net.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert clf.net.fc.out_features == 1000 and not clf.net.transform_input   # fed x/127.5 − 1 directly
+    assert clf.describe()["sha256"] == file_sha256(path)
+    torch.save(alexnet().state_dict(), tmp_path / "alex.pth")
+    with pytest.raises(MetricsError, match="not a torchvision inception_v3"):
+        InceptionClassifier(tmp_path / "alex.pth")
+
+
+@pytest.fixture(scope="module")
+def lpips_random():
+    return load_lpips("random")
+
+
+def test_lpips_diversity_equals_mean_pairwise_lpips(lpips_random):
+    net, info = lpips_random
+    assert "random" in info["backbone"]
+    arrays = smooth_images(5, 32, 32, seed=11) + noise_images(1, 32, 32, 12)
+    imgs = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+    out = lpips_diversity(imgs, net)
+    x = imgs.float() / 127.5 - 1
+    with torch.no_grad():
+        pairs = [float(net(x[i:i + 1], x[j:j + 1])) for i in range(6) for j in range(i + 1, 6)]
+    assert out["num_pairs"] == 15 and out["value"] == pytest.approx(np.mean(pairs), rel=1e-5)
+    assert lpips_diversity(imgs[:1].repeat(4, 1, 1, 1), net)["value"] == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(MetricsError, match="32 px"):
+        lpips_diversity(imgs[:, :, :16, :16], net)
+
+
+def test_lpips_backbone_file_and_offline_default(tmp_path, monkeypatch):
+    from torchvision.models import alexnet
+
+    torch.manual_seed(3)
+    state = alexnet().state_dict()
+    path = tmp_path / "alexnet-owt.pth"
+    torch.save(state, path)
+    net, info = load_lpips(str(path))
+    assert torch.equal(net.net.slice1[0].weight, state["features.0.weight"])
+    assert torch.equal(net.net.slice5.get_submodule("10").weight, state["features.10.weight"])
+    assert info["backbone_sha256"] == file_sha256(path)
+    torch.save({"foo": torch.zeros(1)}, tmp_path / "bad.pth")
+    with pytest.raises(MetricsError, match="AlexNet"):
+        load_lpips(str(tmp_path / "bad.pth"))
+
+    monkeypatch.setattr(feature_nets, "_torch_hub_file", lambda url: tmp_path / "hub" / "alexnet-owt-7be5be79.pth")
+    monkeypatch.setattr(feature_nets, "_download", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    net, info = load_lpips(None)
+    assert net is None and "--lpips-weights" in info["not_computed"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Seeding, cache, FIDEvaluator
+# ---------------------------------------------------------------------------------------------
+
+def test_blocks_partition_and_seeds():
+    for world in (1, 2, 3):
+        owned = sorted(b for r in range(world) for b in my_blocks(50, 8, r, world))
+        assert owned == my_blocks(50, 8)
+    assert my_blocks(50, 8)[-1] == (48, 50)
+    seeds = {block_seed(s, b) for s in range(3) for b in range(100)}
+    assert len(seeds) == 300 and all(0 <= s < 2 ** 63 for s in seeds)
+
+
+def test_reference_cache_roundtrip(tmp_path):
+    tiny = TinyFeatures()
+    key = reference_key(source="x", split_sha256="s", pixels_sha256="p", resolution=32, n=5, extractor=tiny)
+    feats = RNG.normal(size=(5, 64)).astype(np.float32)
+    path = save_reference_features(key, feats, tmp_path)
+    got, path2 = load_reference_features(key, tmp_path)
+    assert path == path2 and np.array_equal(got, feats)
+    assert load_reference_features({**key, "n": 6}, tmp_path)[0] is None
+    path.write_bytes(b"garbage")
+    assert load_reference_features(key, tmp_path)[0] is None
+
+
+def test_fid_evaluator_from_face_data_caches_and_compute_matches_fid(tmp_path, monkeypatch):
+    from utils.data import FaceData, to_uint8
+
+    heldout = torch.from_numpy(np.stack(smooth_images(16, 32, 32, seed=21))).permute(0, 3, 1, 2).contiguous()
+    data = FaceData(heldout[:4], heldout, {"source": "test", "split_sha256": "abc"})
+    ev = FIDEvaluator.from_face_data(data, "tiny", cache_dir=tmp_path, batch_size=8)
+    assert not ev.info["cache_hit"] and Path(ev.info["cache_path"]).is_file()
+    again = FIDEvaluator.from_face_data(data, "tiny", cache_dir=tmp_path, batch_size=8)
+    assert again.info["cache_hit"] and np.array_equal(again.real_features, ev.real_features)
+    assert not FIDEvaluator.from_face_data(data, "tiny", cache_dir=tmp_path, n_real=12).info["cache_hit"]
+
+    torch.manual_seed(0)
+    gen = torch.nn.Sequential(torch.nn.Linear(8, 3 * 32 * 32), torch.nn.Tanh())
+
+    def sample_fn(num, g):
+        return gen(torch.randn(num, 8, generator=g)).view(num, 3, 32, 32)
+
+    fid = ev.compute(sample_fn, 12, batch_size=8, seed=5)
+    manual = torch.cat([to_uint8(sample_fn(stop - start, torch.Generator().manual_seed(block_seed(5, start // 8))))
+                        for start, stop in my_blocks(12, 8)])
+    assert fid == pytest.approx(ev.fid(manual), rel=1e-12)
+    assert ev.compute(sample_fn, 12, batch_size=8, seed=6) != fid
+    assert ev.fid(heldout) == pytest.approx(0.0, abs=1e-6)
