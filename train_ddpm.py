@@ -1,0 +1,303 @@
+"""Train a face diffusion model (plan phase 4: DDPM linear+ε → cosine schedule → v-prediction → wider UNet).
+
+    python train_ddpm.py                                          # plan 4.1 on the built-in synthetic faces
+    accelerate launch train_ddpm.py --beta-schedule cosine --prediction-type v_prediction --data faces/aligned
+
+The denoiser is a diffusers ``UNet2DModel`` trained with the simple loss of Ho et al. 2020 (ε target) or the
+v target of Salimans & Ho 2022; samples, FID and exports come from the EMA weights through our DDIM loop
+(models/ddpm.py).  scripts/ddpm_*.sh hold each plan row's flags.  A run directory (runs/<name>/) receives
+samples/stepNNNNNNN.png + .json (fixed-noise grids and the DDIM settings that made them), samples.png,
+stats.jsonl (loss, and loss per timestep quartile), loss.png, exports/ (periodic snapshots),
+export.safetensors (what evaluate.py reads), diffusers/ (loads with ``DDIMPipeline.from_pretrained``) and
+checkpoints/ (continue with the same command plus --resume latest).
+
+Training-time FID samples with --fid-sample-steps (default 50) DDIM steps to keep the periodic check cheap;
+the reported numbers come from evaluate.py with --sample-steps 100 (the plan's setting).
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from models.ddpm import (BETA_SCHEDULES, PREDICTION_TYPES, TIMESTEP_SPACINGS, DiffusionConfig, DiffusionConfigError,
+                         DiffusionModel, diffusion_loss, export_diffusers, train_scheduler)
+from utils.augment import PRESETS, build_augment
+from utils.checkpoint import Checkpointer, all_finite
+from utils.data import Batches, face_data_from_args
+from utils import fastpath
+from utils.ema import EMA
+from utils.export import atomic_write_json, save_export
+from utils.fid_hook import TrainingFID
+from utils.images import save_grid
+from utils.loop import Loop
+from utils.run import (add_common_args, config_of, data_on_device, nonneg_float, positive_float, positive_int,
+                       setup_run, unit_float)
+from utils.tracking import StatsLog, plot_curves
+
+QUARTILES = 4  # loss is also logged per quarter of [0, T): where in the trajectory the model is still wrong
+
+
+# ------------------------------------------------------------------------------------------------ flags
+
+def int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 8,16, got {text!r}") from None
+    if any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"values must be positive, got {text!r}")
+    return values
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Train a DDPM on face images (plan phase 4).",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_common_args(p)
+    g = p.add_argument_group("model")
+    g.add_argument("--base-channels", type=positive_int, default=128, help="UNet width at full resolution (plan: 128)")
+    g.add_argument("--channel-mult", type=int_list, default=None,
+                   help="per-level width multipliers, e.g. 1,2,2,2 (default per resolution: models/ddpm.py)")
+    g.add_argument("--layers-per-block", type=positive_int, default=2, help="residual blocks per UNet level")
+    g.add_argument("--attn-res", type=int_list, default=(8, 16),
+                   help="feature-map sizes with self-attention, where they exist at --resolution (plan: 8,16)")
+    g.add_argument("--attn-head-dim", type=positive_int, default=None,
+                   help="channels per attention head (default: one head per layer, as in Ho et al.)")
+    g.add_argument("--dropout", type=unit_float, default=0.1, help="UNet dropout (Ho et al. CIFAR-10: 0.1)")
+    g = p.add_argument_group("diffusion")
+    g.add_argument("--beta-schedule", type=str, default="linear", choices=list(BETA_SCHEDULES),
+                   help="noise schedule: linear β (Ho et al.) or cosine ᾱ (Nichol & Dhariwal; squaredcos_cap_v2)")
+    g.add_argument("--prediction-type", type=str, default="epsilon", choices=list(PREDICTION_TYPES),
+                   help="UNet target: ε, or v = √ᾱ·ε − √(1−ᾱ)·x₀ (Salimans & Ho)")
+    g.add_argument("--num-train-timesteps", type=positive_int, default=1000, help="diffusion steps T (plan: 1000)")
+    g.add_argument("--clip-sample", action=argparse.BooleanOptionalAction, default=True,
+                   help="clamp the predicted x0 to [-1, 1] at each sampling step")
+    g = p.add_argument_group("sampling (DDIM, from the EMA weights)")
+    g.add_argument("--sample-steps", type=positive_int, default=100,
+                   help="DDIM steps for grids, stored in the export as its default (plan: 100)")
+    g.add_argument("--fid-sample-steps", type=positive_int, default=50,
+                   help="DDIM steps for training-time FID only (cheaper; evaluate.py uses --sample-steps)")
+    g.add_argument("--eta", type=unit_float, default=0.0, help="DDIM η: 0 deterministic, 1 DDPM-like")
+    g.add_argument("--timestep-spacing", type=str, default="trailing", choices=list(TIMESTEP_SPACINGS),
+                   help="DDIM timestep spacing (trailing starts at t = T-1; Lin et al. 2024)")
+    g.add_argument("--set-alpha-to-one", action=argparse.BooleanOptionalAction, default=True,
+                   help="the last DDIM step goes to ᾱ = 1 (a clean image)")
+    g.add_argument("--grid-samples", type=positive_int, default=16, help="images in each fixed-noise sample grid")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--lr", type=positive_float, default=2e-4, help="AdamW learning rate (plan: 2e-4)")
+    g.add_argument("--weight-decay", type=nonneg_float, default=0.01,
+                   help="AdamW decoupled weight decay (PyTorch's AdamW default)")
+    g.add_argument("--beta1", type=unit_float, default=0.9, help="AdamW β1")
+    g.add_argument("--beta2", type=unit_float, default=0.999, help="AdamW β2")
+    g.add_argument("--warmup-steps", type=int, default=1000,
+                   help="linear learning-rate warm-up (Ho et al. use 5000 at batch 128); 0 = none")
+    g.add_argument("--grad-clip", type=nonneg_float, default=1.0, help="gradient-norm clip (Ho et al.: 1); 0 = off")
+    g.add_argument("--aug", type=str, default="flip", choices=PRESETS,
+                   help="augmentation (plan 1C: horizontal flip only for diffusion)")
+    args = p.parse_args(argv)
+    if args.grad_accum != 1:
+        p.error("train_ddpm.py does not accumulate gradients; raise --batch-size (or add processes) instead")
+    if args.warmup_steps < 0:
+        p.error("--warmup-steps must be ≥ 0")
+    try:
+        model_config(args)
+    except DiffusionConfigError as e:
+        p.error(str(e))
+    return args
+
+
+def model_config(args) -> DiffusionConfig:
+    return DiffusionConfig(resolution=args.resolution, base_channels=args.base_channels, channel_mult=args.channel_mult,
+                           layers_per_block=args.layers_per_block, attn_res=args.attn_res,
+                           attn_head_dim=args.attn_head_dim, dropout=args.dropout, beta_schedule=args.beta_schedule,
+                           prediction_type=args.prediction_type, num_train_timesteps=args.num_train_timesteps,
+                           clip_sample=args.clip_sample, timestep_spacing=args.timestep_spacing,
+                           set_alpha_to_one=args.set_alpha_to_one, sample_steps=args.sample_steps, eta=args.eta)
+
+
+def run_tag(args) -> str:
+    pred = {"epsilon": "eps", "v_prediction": "v"}[args.prediction_type]
+    return f"{args.beta_schedule}-{pred}-c{args.base_channels}"
+
+
+def lr_at(step: int, args) -> float:
+    """Linear warm-up then constant (Ho et al.); a pure function of the step, so resume needs no scheduler state."""
+    if args.warmup_steps == 0:
+        return args.lr
+    return args.lr * min(1.0, (step + 1) / args.warmup_steps)
+
+
+def apply_update(acc, opt, model, grad_norm: torch.Tensor | None) -> bool:
+    """Step unless the gradients are non-finite; returns whether the update happened.
+
+    Gradients are all-reduced before this point, so every process takes the same decision.  With fp16 the
+    GradScaler decides (it skips its step and lowers the scale on overflow).
+    """
+    if acc.scaler is not None:
+        opt.step()
+        return not opt.step_was_skipped
+    finite = all_finite(grad_norm) if grad_norm is not None else all_finite(
+        *[p.grad for p in model.parameters() if p.grad is not None])
+    if not bool(finite):
+        return False
+    opt.step()
+    return True
+
+
+# ------------------------------------------------------------------------------------------------ logging
+
+class QuartileLoss:
+    """Sum and count of the per-sample loss in each quarter of [0, T), kept on the device (no host sync per step)."""
+
+    def __init__(self, num_train_timesteps: int, device):
+        self.T = num_train_timesteps
+        self.sums = torch.zeros(QUARTILES, device=device, dtype=torch.float64)
+        self.counts = torch.zeros(QUARTILES, device=device, dtype=torch.float64)
+
+    def add(self, per_sample: torch.Tensor, t: torch.Tensor) -> None:
+        q = (t * QUARTILES) // self.T
+        self.sums.index_add_(0, q, per_sample.detach().double())
+        self.counts.index_add_(0, q, torch.ones_like(per_sample, dtype=torch.float64))
+
+    def read_and_reset(self, acc) -> dict:
+        """Means since the last read over all processes (one all-reduce, one host copy); NaN for an empty quartile."""
+        both = acc.reduce(torch.stack([self.sums, self.counts]), reduction="sum").cpu()
+        self.sums.zero_()
+        self.counts.zero_()
+        sums, counts = both[0], both[1]
+        out = {"loss": float(sums.sum() / counts.sum().clamp(min=1))}
+        for i in range(QUARTILES):
+            lo, hi = i * self.T // QUARTILES, (i + 1) * self.T // QUARTILES
+            out[f"loss_t{lo}-{hi}"] = float(sums[i] / counts[i]) if counts[i] > 0 else float("nan")
+        return out
+
+    def state(self) -> dict:
+        return {"sums": self.sums.tolist(), "counts": self.counts.tolist()}
+
+    def load(self, state: dict) -> None:
+        if state:
+            self.sums.copy_(torch.tensor(state["sums"], dtype=torch.float64))
+            self.counts.copy_(torch.tensor(state["counts"], dtype=torch.float64))
+
+
+def quartile_keys(T: int) -> list[str]:
+    return ["loss"] + [f"loss_t{i * T // QUARTILES}-{(i + 1) * T // QUARTILES}" for i in range(QUARTILES)]
+
+
+# ------------------------------------------------------------------------------------------------ outputs
+
+def save_sample_set(model: DiffusionModel, noise_seed: int, num: int, path) -> None:
+    """A fixed-seed grid plus a JSON sidecar with the DDIM settings that produced it."""
+    images = model.sample(num, generator=torch.Generator().manual_seed(noise_seed))  # the config's DDIM settings
+    save_grid(images, path)
+    atomic_write_json(path.with_suffix(".json"), {"noise_seed": noise_seed, "num": num, **model.sampler_settings()})
+
+
+def write_export(path, model: DiffusionModel, cfg: DiffusionConfig, args, loop, data, last_fid):
+    return save_export(path, "ddpm", model, cfg.to_dict(), config_of(args), step=loop.step, epoch=loop.epoch,
+                       weights="ema", train_seconds=loop.train_seconds,
+                       extra={"data": data.info, "fid": last_fid, "fid_extractor": args.fid_extractor,
+                              "fid_sampler": model.sampler_settings(args.fid_sample_steps, args.eta),
+                              "sampler": model.sampler_settings()})
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    run = setup_run(args, "ddpm", run_tag(args))
+    acc = run.accelerator
+    data = face_data_from_args(args)
+    run.print(data.summary())
+    fid = TrainingFID(run, data)
+
+    cfg = model_config(args)
+    # Same initial weights on every process and for any process count: build under a fixed seed.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(args.seed)
+        model = DiffusionModel(cfg)
+    scheduler = train_scheduler(cfg)
+    run.print(f"UNet {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, channels {cfg.block_channels} "
+              f"at {cfg.level_resolutions}, attention at {cfg.attention_levels or 'none'} + bottleneck; "
+              f"{cfg.beta_schedule} schedule, T={cfg.num_train_timesteps}, {cfg.prediction_type} target")
+    # fused/foreach kernels (--optimizer-impl) run the same AdamW update; they differ in float rounding only.
+    opt = fastpath.make_optimizer(torch.optim.AdamW, model.parameters(), getattr(args, "optimizer_impl", "auto"),
+                                  lr=args.lr, betas=(args.beta1, args.beta2), weight_decay=args.weight_decay)
+    ema = EMA(model, args.ema_decay).to(run.device)
+    if getattr(args, "channels_last", False):  # after the EMA copy: the exported UNet stays NCHW
+        fastpath.channels_last_(model)
+    if args.compile:
+        model.unet.compile()  # in place: state-dict keys (and so checkpoints) stay the same
+    model, opt = acc.prepare(model, opt)
+
+    batches = Batches(data.train, args.batch_size, seed=args.seed, rank=acc.process_index, world=acc.num_processes,
+                      device=run.device, on_device=data_on_device(args, data.train, run.device))
+    loop = Loop(run, batches, Checkpointer(run, {"ema": ema}, batches))
+    extra = loop.resume()
+    quartiles = QuartileLoss(cfg.num_train_timesteps, run.device)
+    quartiles.load(extra.get("quartiles"))
+    last_fid = extra.get("last_fid")
+    log = StatsLog(run)
+    if args.resume:
+        log.truncate_after(loop.step)
+    augment = build_augment(args.aug)
+    grad_norm = torch.zeros((), device=run.device)
+    run.print(f"AdamW lr {args.lr:g} (warm-up {args.warmup_steps}), EMA {args.ema_decay}, aug {args.aug}; DDIM "
+              f"{args.sample_steps} steps η={args.eta} ({args.timestep_spacing}); {loop.total_steps} steps "
+              f"({batches.steps_per_epoch}/epoch) from step {loop.step}")
+
+    def schedule_state() -> dict:
+        return {"quartiles": quartiles.state(), "last_fid": last_fid}
+
+    for x in loop:
+        for group in opt.param_groups:
+            group["lr"] = lr_at(loop.step, args)
+        per_sample, t = diffusion_loss(model, scheduler, augment(x))
+        loss = per_sample.mean()
+        opt.zero_grad(set_to_none=True)
+        acc.backward(loss)
+        if args.grad_clip > 0:
+            grad_norm = acc.clip_grad_norm_(model.parameters(), args.grad_clip)
+        if not loop.tick(apply_update(acc, opt, model, grad_norm if args.grad_clip > 0 else None)):
+            continue
+        ema.update(acc.unwrap_model(model))
+        quartiles.add(per_sample, t)
+
+        if loop.due("log"):
+            stats = quartiles.read_and_reset(acc)
+            stats.update(grad_norm=float(grad_norm), lr=opt.param_groups[0]["lr"], epoch=loop.epoch,
+                         img_per_s=loop.images_per_second(args.batch_size))
+            log.log(loop.step, stats)
+            run.print(f"step {loop.step}/{loop.total_steps} ep {loop.epoch} loss {stats['loss']:.4f} | quartiles "
+                      + " ".join(f"{stats[k]:.4f}" for k in quartile_keys(cfg.num_train_timesteps)[1:])
+                      + f" | {stats['img_per_s']:.1f} img/s")
+            if run.is_main:
+                plot_curves(run.path("stats.jsonl"), run.path("loss.png"), keys=quartile_keys(cfg.num_train_timesteps),
+                            title=f"DDPM loss ({cfg.beta_schedule}, {cfg.prediction_type})", ylabel="MSE")
+        if loop.due("sample") and run.is_main:
+            save_sample_set(ema.module, args.seed, args.grid_samples, run.path("samples", f"step{loop.step:07d}.png"))
+        if loop.due("fid"):
+            last_fid = fid(ema.module, loop.step, steps=args.fid_sample_steps, eta=args.eta)
+        if loop.due("export") and run.is_main:
+            write_export(run.path("exports", f"step{loop.step:07d}.safetensors"), ema.module, cfg, args, loop, data,
+                         last_fid)
+        if loop.due("save"):
+            loop.save(**schedule_state())
+    loop.finish(**schedule_state())
+
+    if run.is_main:
+        path = write_export(run.path("export.safetensors"), ema.module, cfg, args, loop, data, last_fid)
+        export_diffusers(ema.module, run.path("diffusers"))
+        save_sample_set(ema.module, args.seed, args.grid_samples, run.path("samples.png"))
+        plot_curves(run.path("stats.jsonl"), run.path("loss.png"), keys=quartile_keys(cfg.num_train_timesteps),
+                    title=f"DDPM loss ({cfg.beta_schedule}, {cfg.prediction_type})", ylabel="MSE")
+        fid_text = f", FID {last_fid:.2f} ({args.fid_extractor})" if last_fid is not None else ""
+        run.print(f"done: {loop.step} steps ({loop.epoch} epochs) in {loop.train_seconds:.0f} s "
+                  f"({loop.images_per_second(args.batch_size):.1f} img/s){fid_text}; "
+                  f"samples {run.path('samples.png')}; "
+                  f"export {path}; diffusers pipeline {run.path('diffusers')}")
+    acc.end_training()
+
+
+if __name__ == "__main__":
+    main()
