@@ -23,11 +23,13 @@ import torch
 
 from models.gan import ARCHS, D_NORMS, G_NORMS, GANConfig, build_critic, build_generator
 from models.layers import UPSAMPLE_MODES
+from models.stylegan import STYLE_MODES, STYLE_UPSAMPLE
 from models.losses import LOSSES, clip_weights_, critic_metric, gradient_penalty
 from utils.augment import PRESETS, build_augment
 from utils.checkpoint import Checkpointer, all_finite
 from utils.data import Batches, face_data_from_args
 from utils.diffaug import DiffAugment, DiffAugmentError
+from utils import fastpath
 from utils.ema import EMA
 from utils.export import save_export
 from utils.fid_hook import TrainingFID
@@ -68,8 +70,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--g-norm", type=str, default="batch", choices=G_NORMS, help="generator normalisation")
     g.add_argument("--d-norm", type=str, default=None, choices=D_NORMS,
                    help="critic normalisation (default: none with --sn, instance for wgan-gp, else batch)")
-    g.add_argument("--upsample", type=str, default="transposed", choices=UPSAMPLE_MODES,
-                   help="generator upsampling: fractionally-strided conv or resize-convolution (seeds 001/004)")
+    g.add_argument("--upsample", type=str, default=None, choices=UPSAMPLE_MODES,
+                   help="generator upsampling: fractionally-strided conv or resize-convolution (seeds 001/004); "
+                        "default transposed for dcgan, bilinear for stylegan-lite")
+    g.add_argument("--style-mode", type=str, default="adain", choices=STYLE_MODES,
+                   help="stylegan-lite style injection: AdaIN (StyleGAN) or weight (de)modulation (StyleGAN2)")
+    g.add_argument("--mapping-layers", type=positive_int, default=4, help="stylegan-lite z→w MLP depth")
+    g.add_argument("--noise-inputs", action="store_true", help="stylegan-lite per-pixel noise inputs")
     g.add_argument("--sn", action="store_true", help="spectral normalisation on every critic weight (Miyato et al.)")
     g.add_argument("--attn", action="store_true",
                    help="SAGAN self-attention at 16x16 in G and D (and 32x32 at 128 px) where that feature map exists")
@@ -112,6 +119,12 @@ def resolve_defaults(p: argparse.ArgumentParser, args: argparse.Namespace) -> No
     for key, value in LOSS_DEFAULTS[args.loss].items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
+    if args.upsample is None:
+        args.upsample = "bilinear" if args.arch == "stylegan-lite" else "transposed"
+    if args.arch == "stylegan-lite" and args.upsample not in STYLE_UPSAMPLE:
+        p.error(f"--arch stylegan-lite upsamples by resizing: use --upsample {' or '.join(STYLE_UPSAMPLE)}")
+    if args.arch != "stylegan-lite" and (args.style_mode != "adain" or args.mapping_layers != 4 or args.noise_inputs):
+        p.error("--style-mode, --mapping-layers and --noise-inputs apply to --arch stylegan-lite only")
     if args.grad_accum != 1:  # Accelerate would divide each loss by it while every step still updates
         p.error("--grad-accum is not supported by train_gan.py; use a smaller --batch-size or more processes")
     if args.clip is not None and args.loss != "wgan-clip":
@@ -137,6 +150,7 @@ def resolve_defaults(p: argparse.ArgumentParser, args: argparse.Namespace) -> No
 
 def run_tag(args) -> str:
     parts = ([args.arch] if args.arch != "dcgan" else []) + [args.loss]
+    parts += ["mod"] if args.arch == "stylegan-lite" and args.style_mode == "modulated" else []
     parts += ["sn"] if args.sn else []
     parts += ["attn"] if args.attn else []
     return "-".join(parts)
@@ -148,7 +162,8 @@ def model_config(args) -> GANConfig:
     attn = [r for r in wanted if r <= args.resolution // 2] if args.attn else []
     return GANConfig(arch=args.arch, resolution=args.resolution, latent_dim=args.latent_dim, ngf=args.ngf,
                      ndf=args.ndf, g_norm=args.g_norm, d_norm=args.d_norm, upsample=args.upsample, attn_res=attn,
-                     spectral_norm=args.sn).validate()
+                     spectral_norm=args.sn, style_mode=args.style_mode, mapping_layers=args.mapping_layers,
+                     noise=args.noise_inputs).validate()
 
 
 def build_nets(args, cfg: GANConfig):
@@ -178,11 +193,14 @@ def lr_at(base: float, step: int, args, period: int, total: int) -> float:
 
 
 def make_optimizer(args, params, lr: float) -> torch.optim.Optimizer:
+    """The --optimizer, with the kernels of --optimizer-impl (fused/foreach: same update, float rounding only)."""
+    impl = getattr(args, "optimizer_impl", "auto")
     if args.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=(args.beta1, args.beta2))
+        return fastpath.make_optimizer(torch.optim.Adam, params, impl, lr=lr, betas=(args.beta1, args.beta2))
     if args.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr)
-    return torch.optim.SGD(params, lr=lr, momentum=args.momentum, nesterov=args.optimizer == "nesterov")
+        return fastpath.make_optimizer(torch.optim.RMSprop, params, impl, lr=lr)
+    return fastpath.make_optimizer(torch.optim.SGD, params, impl, lr=lr, momentum=args.momentum,
+                                   nesterov=args.optimizer == "nesterov")
 
 
 # ------------------------------------------------------------------------------------------------ the step
@@ -274,6 +292,8 @@ def main(argv=None) -> None:
               f"critic {sum(p.numel() for p in D.parameters()) / 1e6:.2f}M params; attention at {cfg.attn_res or 'none'}")
     opt_g, opt_d = make_optimizer(args, G.parameters(), args.lr_g), make_optimizer(args, D.parameters(), args.lr_d)
     ema = EMA(G, args.ema_decay).to(run.device)
+    if getattr(args, "channels_last", False):  # after the EMA copy: the exported generator stays NCHW
+        fastpath.channels_last_(G), fastpath.channels_last_(D)
     if args.compile:
         G = torch.compile(G)
         if args.loss != "wgan-gp":  # the gradient penalty's double backward is not supported by compiled graphs

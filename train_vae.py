@@ -40,6 +40,7 @@ from models.vae import NORMS, VAE, VAEConfig, kl_divergence
 from utils.augment import PRESETS, build_augment
 from utils.checkpoint import Checkpointer, all_finite
 from utils.data import Batches, face_data_from_args, to_float
+from utils import fastpath
 from utils.ema import EMA
 from utils.export import save_export
 from utils.fid_hook import TrainingFID
@@ -383,8 +384,14 @@ def main(argv=None) -> None:
             run.print(f"perceptual loss: VGG-16 from {perceptual.source}")
     run.print(f"VAE: {sum(p.numel() for p in vae.parameters()) / 1e6:.2f} M parameters, levels "
               f"{cfg.level_channels()}, latent {cfg.latent_dim}")
-    opt = torch.optim.Adam(vae.parameters(), lr=args.lr, betas=(args.adam_beta1, args.adam_beta2))
+    impl = getattr(args, "optimizer_impl", "auto")  # fused/foreach: same update rule, float rounding only
+    opt = fastpath.make_optimizer(torch.optim.Adam, vae.parameters(), impl, lr=args.lr,
+                                  betas=(args.adam_beta1, args.adam_beta2))
     ema = EMA(vae.to(run.device), args.ema_decay)
+    if getattr(args, "channels_last", False):  # after the EMA copy: the exported VAE stays NCHW
+        for m in (vae, disc, perceptual):
+            if m is not None:
+                fastpath.channels_last_(m)
     if args.compile:
         vae.compile()
     vae, opt = acc.prepare(vae, opt)
@@ -392,7 +399,7 @@ def main(argv=None) -> None:
     if disc is not None:
         if args.compile:
             disc.compile()
-        opt_d = torch.optim.Adam(disc.parameters(), lr=args.disc_lr, betas=DISC_BETAS)
+        opt_d = fastpath.make_optimizer(torch.optim.Adam, disc.parameters(), impl, lr=args.disc_lr, betas=DISC_BETAS)
         disc, opt_d = acc.prepare(disc, opt_d)
 
     batches = Batches(data.train, args.batch_size, seed=args.seed, rank=acc.process_index,

@@ -13,6 +13,7 @@ per-epoch permutation (``Batches``), which makes the data position part of resum
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import io
 import json
@@ -355,11 +356,25 @@ def add_data_args(parser) -> None:
                    help="second image folder mixed into the TRAINING set only (plan 1D: aligned + raw)")
     g.add_argument("--crop", type=str, default="center", choices=["center", "none"],
                    help="square center crop before resizing, or squash the whole image")
-    g.add_argument("--n-real", type=int, default=5000,
+    g.add_argument("--n-real", type=_nonneg_int, default=5000,
                    help="held-out real images for FID (capped at half of a folder source); never trained on")
-    g.add_argument("--synthetic-size", type=int, default=15000, help="number of images for --data synthetic")
+    g.add_argument("--synthetic-size", type=_positive_int, default=15000, help="number of images for --data synthetic")
     g.add_argument("--cache-dir", type=str, default=None,
                    help="preprocessing cache (default $FACEGEN_CACHE or ~/.cache/facegen)")
+
+
+def _nonneg_int(text: str) -> int:
+    v = int(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer ≥ 0, got {text}")
+    return v
+
+
+def _positive_int(text: str) -> int:
+    v = int(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return v
 
 
 def face_data_from_args(args, write_manifest: bool = True) -> FaceData:
@@ -385,6 +400,10 @@ class Batches:
     Epoch e uses permutation randperm(N, seed·1000003 + e); global batch b is perm[b·B:(b+1)·B] and
     process r takes its r-th equal slice of it.  The last partial batch is dropped so shapes stay static
     (CUDA graphs / torch.compile stay valid).  State = (epoch, batch index): enough to resume exactly.
+
+    Test hook: ``FACEGEN_INJECT_NAN_AT=3,7`` makes the float batches at those stream positions
+    (epoch·steps_per_epoch + batch index, 0-based) all NaN, so tests exercise the trainers' real
+    non-finite guards end to end.  Unset (always, outside tests) it costs nothing.
     """
 
     def __init__(self, images: torch.Tensor, batch_size: int, *, seed: int = 0, rank: int = 0, world: int = 1,
@@ -401,6 +420,7 @@ class Batches:
         self.steps_per_epoch = len(images) // batch_size
         self.epoch, self.index = 0, 0
         self._perm = None
+        self._nan_at = _positions_from_env("FACEGEN_INJECT_NAN_AT")
 
     def _permutation(self) -> torch.Tensor:
         if self._perm is None or self._perm[0] != self.epoch:
@@ -418,11 +438,15 @@ class Batches:
 
     def next(self) -> torch.Tensor:
         """Next local batch as float in [-1, 1] on the device."""
-        return to_float(self.next_uint8())
+        x = to_float(self.next_uint8())
+        if self._nan_at and self.epoch * self.steps_per_epoch + self.index - 1 in self._nan_at:
+            x.fill_(float("nan"))
+        return x
 
     def state_dict(self) -> dict:
+        # "world" is informational: the stream of global batches does not depend on the process count.
         return {"epoch": self.epoch, "index": self.index, "seed": self.seed, "batch_size": self.batch_size,
-                "n": len(self.images)}
+                "n": len(self.images), "world": self.world}
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("n") != len(self.images) or state.get("batch_size") != self.batch_size:
@@ -430,3 +454,11 @@ class Batches:
                             f"now {len(self.images)} / {self.batch_size}: the data or batch size changed")
         self.epoch, self.index, self.seed = int(state["epoch"]), int(state["index"]), int(state["seed"])
         self._perm = None
+
+
+def _positions_from_env(name: str) -> frozenset[int]:
+    text = os.environ.get(name, "")
+    try:
+        return frozenset(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise DataError(f"{name} must be comma-separated integers, got {text!r}") from None

@@ -14,6 +14,7 @@ Resume state is *not* an export; it is an Accelerate state directory written by
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -52,16 +53,33 @@ class Export:
                                                "weights", "train_seconds", "extra", "path")}
 
 
+class DiskFullError(SystemExit):
+    """The disk (or quota) is full: a one-line exit; the partial file is removed and earlier files are intact."""
+
+    def __init__(self, path, err: OSError):
+        super().__init__(f"error: {err.strerror or 'no space left'} while writing {path}; nothing was overwritten "
+                         f"(free some space and run again; a training run continues with --resume latest)")
+
+
+DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write to a temporary name in the same folder, fsync, then rename, so readers never see a partial file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.errno in DISK_FULL:
+            raise DiskFullError(path, e) from None
+        raise
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -117,7 +135,8 @@ def read_export_metadata(path: str | os.PathLike) -> dict:
         with safe_open(str(path), framework="pt") as f:
             raw = f.metadata() or {}
     except Exception as e:  # safetensors raises several types for truncated/garbage files
-        raise ExportError(f"{path} is not a readable safetensors file ({type(e).__name__}: {str(e)[:120]})") from None
+        raise ExportError(f"{path} is not a readable safetensors file "
+                          f"({type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:120]})") from None
     if "family" not in raw or "schema_version" not in raw:
         raise ExportError(f"{path} has no facegen metadata (family/schema_version); it was not written by save_export")
     try:
@@ -157,11 +176,18 @@ def load_export(path: str | os.PathLike, family: str | None = None, device: str 
         raise ExportError(f"{path} is a {meta['family']!r} export; known families: {', '.join(known_families())}")
     if family is not None and meta["family"] != family:
         raise ExportError(f"{path} is a {meta['family']!r} export, expected a {family!r} export")
-    model = build_model(meta["family"], meta["model_config"])
+    try:  # a config written for another family, or edited by hand, must not end in a traceback
+        if not isinstance(meta["model_config"], dict):
+            raise TypeError("model_config is not a JSON object")
+        model = build_model(meta["family"], meta["model_config"])
+    except Exception as e:
+        raise ExportError(f"{path}: cannot build a {meta['family']!r} model from its stored config "
+                          f"({type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:160]})") from None
     try:
         state = load_file(str(path), device="cpu")
     except Exception as e:
-        raise ExportError(f"{path}: cannot read tensors ({type(e).__name__}: {str(e)[:120]})") from None
+        raise ExportError(f"{path}: cannot read tensors "
+                          f"({type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:120]})") from None
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shape mismatches

@@ -13,6 +13,15 @@ A trainer reads:
     loop.finish(**schedule_state)               # final checkpoint (if not just written) + message
 
 ``loop.step`` counts completed optimisation steps; periods ('500' or '25ep') come from the common flags.
+
+Reliability (issue 8):
+  * SIGTERM/SIGINT: the current step finishes, a checkpoint is saved and the run exits 0 with a message
+    naming ``--resume latest`` (under several processes they agree through a tiny all-reduce every
+    ``STOP_CHECK_PERIOD`` steps, so nobody waits forever in a collective).
+  * A step whose ``ok`` is False was skipped by the trainer (no optimizer update).  Module buffers
+    (BatchNorm statistics) that its forward passes changed are restored, so a NaN batch cannot poison the
+    running statistics that the EMA copies and the export uses.  ``--max-bad-steps`` such steps in a row
+    save the last good state and stop with a one-line error.
 """
 from __future__ import annotations
 
@@ -24,6 +33,9 @@ from utils.checkpoint import graceful_stop_handler
 from utils.run import is_due
 
 PERIODS = ("log", "sample", "save", "export", "fid")
+# Under several processes a stop request is agreed on every this many steps (one 4-byte all-reduce and a host
+# sync); with SLURM's usual 30-90 s between SIGTERM and SIGKILL, that is well within the grace period.
+STOP_CHECK_PERIOD = 10
 
 
 class NonFiniteError(SystemExit):
@@ -31,7 +43,8 @@ class NonFiniteError(SystemExit):
 
 
 class Loop:
-    def __init__(self, run, batches, ckpt):
+    def __init__(self, run, batches, ckpt, modules=None):
+        """``modules``: whose buffers are restored after a skipped step (default: every prepared model)."""
         args = run.args
         self.run, self.batches, self.ckpt = run, batches, ckpt
         spe = batches.steps_per_epoch
@@ -45,6 +58,9 @@ class Loop:
         self._t = None
         self.stopped_early = False
         self.last_saved_step = -1
+        self._modules = modules
+        self._buffers, self._snapshot = [], []
+        self._extra = {}
 
     # ------------------------------------------------------------------ state
     @property
@@ -59,7 +75,8 @@ class Loop:
         self.last_saved_step = self.step
         self.train_seconds = float(state.get("train_seconds", 0.0))
         self.bad_total = int(state.get("bad_total", 0))
-        return dict(state.get("extra", {}))
+        self._extra = dict(state.get("extra", {}))
+        return dict(self._extra)
 
     def state(self, **extra) -> dict:
         return {"step": self.step, "epoch": self.epoch, "train_seconds": self.train_seconds,
@@ -72,6 +89,7 @@ class Loop:
             if self._stop_requested():
                 self.stopped_early = True
                 return
+            self._snapshot_buffers()
             yield self.batches.next()
 
     def _stop_requested(self) -> bool:
@@ -79,8 +97,8 @@ class Loop:
         if acc.num_processes == 1:
             return self._stop["stop"]
         # Processes must agree, or one would wait forever in the next collective. Checking costs a tiny
-        # all-reduce, so it is done on log steps only.
-        if not is_due(self.step, self.periods["log"]):
+        # all-reduce and a host sync, so it is done every STOP_CHECK_PERIOD steps only.
+        if not is_due(self.step, STOP_CHECK_PERIOD):
             return False
         flag = torch.tensor([1.0 if self._stop["stop"] else 0.0], device=acc.device)
         return bool(acc.reduce(flag, reduction="sum").item() > 0)
@@ -91,14 +109,13 @@ class Loop:
         self.train_seconds += now - self._t
         self._t = now
         if not bool(ok):
+            self._restore_buffers()
             self.bad_in_row += 1
             self.bad_total += 1
             self.run.print(f"warning: non-finite loss or gradient at step {self.step}; update skipped "
                            f"({self.bad_in_row} in a row, {self.bad_total} total)")
             if self.bad_in_row >= self.run.args.max_bad_steps:
-                raise NonFiniteError(
-                    f"error: {self.bad_in_row} non-finite steps in a row at step {self.step}; stopping. The last good "
-                    f"checkpoint is in {self.ckpt.dir} (lower the learning rate or try --mixed-precision bf16/no)")
+                self._stop_non_finite()
             return False
         self.bad_in_row = 0
         self.step += 1
@@ -118,6 +135,37 @@ class Loop:
         """Write a resume checkpoint (all processes must call this)."""
         self.ckpt.save(self.state(**extra))
         self.last_saved_step = self.step
+        self._extra = dict(extra)
+
+    def _stop_non_finite(self) -> None:
+        """Save the last good state (skipped steps changed nothing) and stop with one line (exit status 1)."""
+        if self.step > 0 and self.step != self.last_saved_step:
+            self.save(**self._extra)
+        done = self.ckpt.complete_checkpoints() if self.run.is_main else []
+        where = (f"the last good state is checkpoint {done[-1]} (continue with --resume latest after lowering the "
+                 f"learning rate, or try --mixed-precision bf16/no)") if done else "no step completed, nothing saved"
+        msg = f"error: {self.bad_in_row} non-finite steps in a row at step {self.step}; stopping; {where}"
+        raise NonFiniteError(msg if self.run.is_main else 1)  # one message, from the main process
+
+    # ------------------------------------------------------------------ buffers of skipped steps
+    def _snapshot_buffers(self) -> None:
+        if self._modules is None:
+            # Accelerate keeps the prepared models in `_models` (stable since 0.x); EMA copies are not there.
+            self._modules = list(getattr(self.run.accelerator, "_models", []))
+        self._buffers = [b for m in self._modules for b in m.buffers()]
+        with torch.no_grad():
+            if len(self._snapshot) != len(self._buffers) or any(
+                    s.shape != b.shape or s.dtype != b.dtype or s.device != b.device
+                    for s, b in zip(self._snapshot, self._buffers)):
+                self._snapshot = [b.detach().clone() for b in self._buffers]
+            else:
+                for s, b in zip(self._snapshot, self._buffers):
+                    s.copy_(b)
+
+    def _restore_buffers(self) -> None:
+        with torch.no_grad():
+            for s, b in zip(self._snapshot, self._buffers):
+                b.copy_(s)
 
     def finish(self, **extra) -> None:
         """Final resume checkpoint unless this step already has one, and the exit message."""

@@ -17,12 +17,14 @@ from pathlib import Path
 import torch
 
 from utils.data import add_data_args
+from utils.fastpath import add_fastpath_args
 
 # Flags that change neither the model nor the data nor the optimisation; excluded from the run-name hash
 # so that `--resume latest` with a longer schedule or other logging finds the same run directory.
 RUNTIME_FLAGS = {"out", "name", "resume", "dry_run", "epochs", "max_steps", "save_every", "sample_every", "log_every",
                  "fid_every", "export_every", "keep_checkpoints", "fid_samples", "fid_extractor", "fid_weights",
-                 "cache_dir", "download", "data_root", "compile", "tf32", "data_on_device", "max_bad_steps"}
+                 "cache_dir", "download", "data_root", "compile", "tf32", "data_on_device", "max_bad_steps",
+                 "channels_last", "optimizer_impl"}  # speed options: same maths up to float rounding (utils/fastpath.py)
 
 
 class Every:
@@ -72,6 +74,13 @@ def nonneg_float(text: str) -> float:
     return v
 
 
+def seed_int(text: str) -> int:
+    v = int(text)
+    if not 0 <= v < 2 ** 31:  # numpy seeds must be < 2**32, and each process adds its rank
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**31), got {text}")
+    return v
+
+
 def unit_float(text: str) -> float:
     v = float(text)
     if not 0.0 <= v <= 1.0:
@@ -92,11 +101,12 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
                    help="GLOBAL batch size, split over processes (plan: 64 everywhere)")
     g.add_argument("--epochs", type=positive_int, default=100, help="training length in epochs")
     g.add_argument("--max-steps", type=positive_int, default=None, help="stop after this many steps (overrides --epochs)")
-    g.add_argument("--seed", type=int, default=0, help="seed for weights, noise and data order")
+    g.add_argument("--seed", type=seed_int, default=0, help="seed for weights, noise and data order")
     g.add_argument("--resume", type=str, default=None,
                    help="'latest' (newest checkpoint of this run directory) or a checkpoint directory")
     g.add_argument("--mixed-precision", type=str, default="no", choices=["no", "fp16", "bf16"],
-                   help="autocast dtype; fp16 uses a GradScaler (Accelerate)")
+                   help="autocast dtype; changes numerics (bf16 losses ~1e-2 relative to fp32 per step; losses, KL, "
+                        "gradient penalty stay fp32); fp16 uses a GradScaler (Accelerate) that skips overflowing steps")
     g.add_argument("--grad-accum", type=positive_int, default=1, help="gradient accumulation steps")
     g.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=True,
                    help="allow TF32 matmuls/convs on Ampere+ GPUs")
@@ -116,7 +126,10 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
                    help="local clean-fid Inception file (default $FACEGEN_FID_WEIGHTS or clean-fid's download)")
     g.add_argument("--data-on-device", type=str, default="auto", choices=["auto", "yes", "no"],
                    help="keep the uint8 training set in accelerator memory (auto: when it fits in 25%% of it)")
-    g.add_argument("--compile", action="store_true", help="torch.compile the training modules")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the training modules (same maths up to float reassociation; the first steps "
+                        "pay the compilation)")
+    add_fastpath_args(g)
     g.add_argument("--max-bad-steps", type=positive_int, default=20,
                    help="stop after this many consecutive non-finite steps")
     g.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
@@ -140,6 +153,7 @@ class Run:
     accelerator: object
     dir: Path
     start_time: float = field(default_factory=time.time)
+    pending_config: dict | None = None  # config.json content not yet written (see commit_config)
 
     @property
     def is_main(self) -> bool:
@@ -155,39 +169,63 @@ class Run:
     def path(self, *parts: str) -> Path:
         return self.dir.joinpath(*parts)
 
+    def commit_config(self) -> None:
+        """Write config.json (resolved flags + command) once; a failed resume leaves the old one untouched."""
+        from utils.export import atomic_write_json
+
+        if self.pending_config is not None and self.is_main:
+            atomic_write_json(self.dir / "config.json", self.pending_config)
+        self.pending_config = None
+
 
 def setup_run(args: argparse.Namespace, family: str, tag: str) -> Run:
     """Accelerator, seeds, TF32, run directory and resolved config (printed, and written on the main process)."""
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration, set_seed
 
-    from utils.export import atomic_write_json
-
     name = args.name or run_name(family, args, tag)
     run_dir = Path(args.out) / name
     if args.dry_run:
         print(json.dumps({"family": family, "run_dir": str(run_dir), **config_of(args)}, indent=2, default=str))
         sys.exit(0)
+    if not args.resume:
+        refuse_to_overwrite(run_dir)
     ensure_cpu_distributed()
-    accelerator = Accelerator(mixed_precision=args.mixed_precision, gradient_accumulation_steps=args.grad_accum,
-                              project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "tb")),
-                              log_with=_trackers())
+    try:
+        accelerator = Accelerator(mixed_precision=args.mixed_precision, gradient_accumulation_steps=args.grad_accum,
+                                  project_config=ProjectConfiguration(project_dir=str(run_dir),
+                                                                      logging_dir=str(run_dir / "tb")),
+                                  log_with=_trackers())
+    except (ValueError, RuntimeError) as e:  # e.g. a precision this device does not support
+        raise SystemExit(f"error: cannot set up Accelerate: {(str(e).strip().splitlines() or [''])[0][:200]}") from None
     if torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = args.tf32
         torch.backends.cudnn.allow_tf32 = args.tf32
     # Per-process seeds differ (rank offset) so that processes draw different noise, as DiT does.
     set_seed(args.seed + accelerator.process_index)
     run = Run(args, family, accelerator, run_dir)
+    run.pending_config = {"family": family, "command": " ".join(sys.argv), "num_processes": accelerator.num_processes,
+                          **config_of(args)}
     if run.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(run_dir / "config.json", {"family": family, "command": " ".join(sys.argv),
-                                                    "num_processes": accelerator.num_processes, **config_of(args)})
         if accelerator.trackers == [] and _trackers():
             accelerator.init_trackers("tb", config=_flat_config(args))
+    if not args.resume:
+        run.commit_config()  # a resumed run's config.json is replaced only once the resume succeeded
     run.print(f"[{family}] run dir {run_dir} | {accelerator.num_processes} process(es) on {accelerator.device} | "
               f"mixed precision {args.mixed_precision}")
     run.print(json.dumps(config_of(args), default=str))
     return run
+
+
+def refuse_to_overwrite(run_dir: Path) -> None:
+    """A fresh run must not clobber a run directory that holds training results (checkpoints or an export):
+    its checkpoint rotation would delete the old checkpoints and its export would replace the old one."""
+    ckpts = sorted((run_dir / "checkpoints").glob("step-*")) if (run_dir / "checkpoints").is_dir() else []
+    if ckpts or (run_dir / "export.safetensors").exists():
+        what = f"checkpoints up to {ckpts[-1].name}" if ckpts else "an export"
+        raise SystemExit(f"error: {run_dir} already holds a run ({what}); add --resume latest to continue it, "
+                         f"or pass another --name/--out for a new run")
 
 
 def ensure_cpu_distributed() -> None:

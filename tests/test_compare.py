@@ -1,0 +1,285 @@
+"""compare.py: grouping rows into the plan's tables, Markdown/CSV/README output, settings flags, and the figures
+(grid, progression, slerp interpolation incl. DDIM from slerped noise, failure modes, curves) on tiny random
+exports of every family evaluated by evaluate.py with the seeded 'tiny' feature network."""
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import compare
+import evaluate
+from models import build_model
+from utils.compare_tables import (CompareError, classify, find_metrics_files, load_rows, read_notes,
+                                  replace_marked)
+from utils.export import atomic_write_json, load_export, save_export
+from utils.metrics import read_metrics
+
+TRAIN_CONFIG = {"data": "synthetic", "synthetic_size": 48, "n_real": 8, "resolution": 16, "batch_size": 4, "crop": "center"}
+CONFIGS = {
+    "gan": {"resolution": 16, "latent_dim": 8, "ngf": 8, "ndf": 8},
+    "vae": {"resolution": 16, "latent_dim": 8, "base_channels": 8, "max_channels": 16},
+    "ddpm": {"resolution": 16, "base_channels": 16, "layers_per_block": 1, "attn_res": [8], "beta_schedule": "cosine"},
+}
+RUN_NAMES = {"gan": "gan-2.1-dcgan", "vae": "vae-3.1-mse", "ddpm": "ddpm-4.2-cosine"}
+EVAL = ["--num-samples", "16", "--batch-size", "8", "--feature-extractor", "tiny", "--metrics", "fid,kid,pr,params",
+        "--save-samples", "0"]
+
+
+def make_run(root: Path, family: str, name: str, epochs=(10, 20, 50, 100, 150, 200)) -> Path:
+    """A run directory as a trainer leaves it: config.json, exports/step*.safetensors, export.safetensors,
+    stats.jsonl (train losses and training-time FID).  Weights are random; 10 steps per epoch (40 images / 4)."""
+    run = root / name
+    torch.manual_seed(0)
+    model = build_model(family, CONFIGS[family])
+    extra = {"data": {"num_train": 40}}
+    for e in epochs:
+        save_export(run / "exports" / f"step{e * 10:07d}.safetensors", family, model, CONFIGS[family], TRAIN_CONFIG,
+                    step=e * 10, epoch=e, train_seconds=e, extra=extra)
+    save_export(run / "export.safetensors", family, model, CONFIGS[family], TRAIN_CONFIG, step=epochs[-1] * 10,
+                epoch=epochs[-1], train_seconds=123.0, extra=extra)
+    atomic_write_json(run / "config.json", {"family": family, "name": name, **TRAIN_CONFIG})
+    lines = [{"kind": "train", "step": s, "loss": 1.0 / s} for s in range(1, 2001, 100)]
+    lines += [{"kind": "fid", "step": s, "fid": 100.0 - s / 100, "num_samples": 8, "extractor": "tiny"}
+              for s in (500, 1000, 2000)]
+    (run / "stats.jsonl").write_text("".join(json.dumps(l) + "\n" for l in lines))
+    return run
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny convolutions run fastest on one thread (2 threads on a busy 2-core machine are ~10x slower)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Three tiny runs (one per family), each evaluated by evaluate.py."""
+    import os
+
+    from accelerate.state import AcceleratorState
+
+    root = tmp_path_factory.mktemp("compare")
+    old = os.environ.get("FACEGEN_CACHE")
+    os.environ["FACEGEN_CACHE"] = str(root / "cache")
+    try:
+        for family, name in RUN_NAMES.items():
+            run = make_run(root / "runs", family, name)
+            evaluate.main(["--ckpt", str(run / "export.safetensors"), *EVAL]
+                          + (["--sample-steps", "2"] if family == "ddpm" else []))
+            AcceleratorState._reset_state(reset_partial_state=True)
+        yield root
+    finally:
+        if old is None:
+            os.environ.pop("FACEGEN_CACHE", None)
+        else:
+            os.environ["FACEGEN_CACHE"] = old
+
+
+# ------------------------------------------------------------------------------------------------ tables
+
+@pytest.mark.parametrize("name, table, lead", [
+    ("phase1-1A-128px", "phase1", ("1A", "Resolution", "128×128")),
+    ("phase1-1D-combined", "phase1", ("1D", "Combined dataset", "Aligned + raw mixed")),
+    ("gan-2.3-wgan-gp-sn-attn", "phase2", ("2.3", "WGAN-GP + SN + Attn")),
+    ("vae-3.2-perceptual", "phase3", ("3.2", "+ Perceptual")),
+    ("ddpm-4.10-future", "phase4", ("4.10", "ddpm-4.10-future")),
+    ("phase5-ddpm", "phase5", ("Best DDPM (4.4)",)),
+    ("gan-s004-wgan-clip", "s004", ("WGAN (weight clipping)",)),
+    ("gan-dcgan-synthetic-64px-1a2b3c", "other", ("gan-dcgan-synthetic-64px-1a2b3c", "gan")),
+])
+def test_run_names_map_to_plan_tables(name, table, lead):
+    t, _, got_lead, _ = classify(name, "gan")
+    assert (t, got_lead) == (table, lead)
+
+
+def test_row_order_follows_the_plan():
+    names = ["gan-2.4-128px", "gan-2.1-dcgan", "gan-2.3-x", "gan-2.2-y"]
+    assert sorted(names, key=lambda n: classify(n)[3]) == ["gan-2.1-dcgan", "gan-2.2-y", "gan-2.3-x", "gan-2.4-128px"]
+    p1 = ["phase1-1D-combined", "phase1-1A-128px", "phase1-1B-full", "phase1-1A-64px"]
+    assert sorted(p1, key=lambda n: classify(n)[3]) == ["phase1-1A-64px", "phase1-1A-128px", "phase1-1B-full",
+                                                       "phase1-1D-combined"]
+
+
+def clone_row(runs_root: Path, src: str, name: str, **changes) -> Path:
+    """A copy of a real evaluation under another run name, with some metrics.json fields changed."""
+    m = read_metrics(runs_root / "runs" / src / "export_eval" / "metrics.json")
+    m = copy.deepcopy(m)
+    for path, value in changes.items():
+        d = m
+        *parents, leaf = path.split(".")
+        for p in parents:
+            d = d[p]
+        d[leaf] = value
+    m["source"]["path"] = "/nonexistent/export.safetensors"
+    out = runs_root / "clones" / name / "metrics.json"
+    atomic_write_json(out, m)
+    return out
+
+
+def test_tables_markdown_csv_flags_and_readme(runs, tmp_path):
+    gan = runs / "runs" / "gan-2.1-dcgan" / "export_eval" / "metrics.json"
+    other = clone_row(runs, "gan-2.1-dcgan", "gan-2.2-wgan-gp", **{"metrics.fid": {"value": 12.345678},
+                                                                   "metrics.kid": {"value": None,
+                                                                                   "not_computed": "not requested"}})
+    diff = clone_row(runs, "gan-2.1-dcgan", "gan-2.4-128px", **{"samples.n": 5000})
+    # Clones have no export next to them: name them by folder (the fallback) via their config-less layout.
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- results:phase2 -->\nstale\n<!-- /results:phase2 -->\n<!-- results:phase9 -->\nkeep\n"
+                      "<!-- /results:phase9 -->\n")
+    notes = tmp_path / "notes.json"
+    notes.write_text(json.dumps({"gan-2.1-dcgan": "mode collapse | oscillating losses"}))
+    tables = compare.main([str(gan), str(other), str(diff), "--out", str(tmp_path / "res"), "--figures", "none",
+                           "--readme", str(readme), "--notes", str(notes)])
+    rows = tables["phase2"]
+    assert [r.name for r in rows] == ["gan-2.1-dcgan", "gan-2.2-wgan-gp", "gan-2.4-128px"]
+    md = (tmp_path / "res" / "phase2.md").read_text()
+    assert "| 2.2 | WGAN-GP | 12.35 | n/a |" in md
+    assert "mode collapse \\| oscillating losses" in md          # notes column, pipe escaped
+    assert "| 2.4† | + 128×128 |" in md and "† Evaluated under different settings" in md
+    assert "5000 generated samples" in md and "16 generated samples per model (seed 0)" in md
+    assert "not comparable with published FIDs" in md           # tiny extractor is called out
+    with open(tmp_path / "res" / "phase2.csv") as f:
+        recs = {r["run"]: r for r in csv.DictReader(f)}
+    assert float(recs["gan-2.2-wgan-gp"]["fid"]) == 12.345678 and recs["gan-2.2-wgan-gp"]["kid"] == ""
+    real_fid = read_metrics(gan)["metrics"]["fid"]["value"]
+    assert float(recs["gan-2.1-dcgan"]["fid"]) == real_fid      # exact round trip, no rounding in the CSV
+    assert recs["gan-2.4-128px"]["settings_flag"] == "†" and recs["gan-2.1-dcgan"]["settings_flag"] == ""
+    text = readme.read_text()
+    assert "stale" not in text and "keep" in text and "| 2.1 | DCGAN |" in text
+    assert text.count("<!-- results:phase2 -->") == 1 and "res/phase2.md" in text
+    once = text
+    compare.main([str(gan), str(other), str(diff), "--out", str(tmp_path / "res"), "--figures", "none",
+                  "--readme", str(readme), "--notes", str(notes)])
+    assert readme.read_text() == once                             # idempotent
+
+
+def test_replace_marked_only_touches_its_block():
+    text = "a\n<!-- results:phase3 -->x<!-- /results:phase3 -->\nb <!-- results:phase2 -->y<!-- /results:phase2 -->"
+    new, found = replace_marked(text, "phase2", "TABLE")
+    assert found and new == "a\n<!-- results:phase3 -->x<!-- /results:phase3 -->\nb <!-- results:phase2 -->\nTABLE\n" \
+                            "<!-- /results:phase2 -->"
+    assert replace_marked(text, "phase4", "T") == (text, False)
+
+
+def test_duplicate_run_names_keep_the_newest(runs):
+    a = clone_row(runs, "vae-3.1-mse", "dup-a", created="2030-01-01T00:00:00+0000")
+    b = clone_row(runs, "vae-3.1-mse", "dup-b", created="2020-01-01T00:00:00+0000")
+    rows, skipped = load_rows([a, b])
+    assert len(rows) == 2                   # different folders, different names ("dup-a", "dup-b")
+    src = runs / "runs" / "vae-3.1-mse" / "export_eval" / "metrics.json"
+    newer = clone_row(runs, "vae-3.1-mse", "x/export_eval", created="2031-01-01T00:00:00+0000")
+    m = json.loads(newer.read_text())
+    m["source"]["path"] = str(runs / "runs" / "vae-3.1-mse" / "export.safetensors")
+    newer.write_text(json.dumps(m))
+    rows, skipped = load_rows([src, newer])
+    assert [r.metrics_path for r in rows] == [newer] and "also evaluated" in skipped[0]
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
+    with pytest.raises(CompareError, match="does not exist"):
+        compare.main([str(tmp_path / "nope")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit) as e:
+        compare.main([str(tmp_path / "empty"), "--out", str(tmp_path / "o")])
+    assert str(e.value).startswith("error: no usable metrics.json") and "\n" not in str(e.value)
+    bad = tmp_path / "bad" / "metrics.json"
+    bad.parent.mkdir()
+    bad.write_text("{\"schema_version\": 1}")
+    files, _ = find_metrics_files([str(bad.parent)])
+    rows, skipped = load_rows(files)
+    assert rows == [] and "missing or mistyped" in skipped[0]
+    notes = tmp_path / "n.json"
+    notes.write_text("[1, 2]")
+    with pytest.raises(CompareError, match="must be a JSON object"):
+        read_notes(str(notes))
+    with pytest.raises(SystemExit):
+        compare.build_parser().parse_args(["x", "--figures", "grid,movie"])
+    assert "unknown figure(s) movie" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ figures
+
+def test_slerp_endpoints_norm_and_constant_angle():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(3, 64, generator=g), torch.randn(3, 64, generator=g)
+    b = b / b.norm(dim=1, keepdim=True) * a.norm(dim=1, keepdim=True)   # equal norms: the path stays on the sphere
+    t = torch.linspace(0, 1, 5)
+    path = compare.slerp(a, b, t)
+    assert path.shape == (3, 5, 64)
+    torch.testing.assert_close(path[:, 0], a)
+    torch.testing.assert_close(path[:, -1], b)
+    torch.testing.assert_close(path.norm(dim=2), a.norm(dim=1, keepdim=True).expand(3, 5))
+    cos = torch.nn.functional.cosine_similarity(path[:, :-1], path[:, 1:], dim=2)
+    torch.testing.assert_close(cos, cos[:, :1].expand_as(cos))        # equal angular steps
+    same = compare.slerp(a, a, t)                                     # parallel vectors: no division by sin(0)
+    assert torch.isfinite(same).all()
+    torch.testing.assert_close(same[:, 2], a)
+
+
+def test_snapshot_choice():
+    snaps = [{"step": e * 10, "epoch": e, "path": None} for e in (5, 10, 20, 45, 55, 100, 150, 200)]
+    assert [s["epoch"] for s in compare.choose_snapshots(snaps)] == [10, 45, 100, 200]   # 45/55 tie → earlier
+    short = [{"step": s, "epoch": 0, "path": None} for s in (1, 2, 3, 4, 8)]
+    assert [s["step"] for s in compare.choose_snapshots(short)] == [2, 4, 8]              # fractions 1/4…1 of 8
+    assert compare.choose_snapshots([]) == []
+
+
+def test_failure_modes_pick_the_samples_farthest_from_any_real_image():
+    real = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    fake = np.array([[0.5, 0.0], [4.0, 6.0], [10.0, 0.2], [30.0, 25.0], [0.0, 9.0]])
+    dist, idx = compare.nearest_real(fake, real)
+    np.testing.assert_allclose(dist, [0.5, math.hypot(4, 4), 0.2, math.hypot(20, 25), 1.0])
+    assert list(idx) == [0, 2, 1, 1, 2]
+    assert list(compare.worst_samples(dist, 2)) == [3, 1]
+
+
+def test_ddim_from_slerped_noise_matches_the_models_sampler(runs):
+    ex = load_export(runs / "runs" / "ddpm-4.2-cosine" / "export.safetensors")
+    g = torch.Generator().manual_seed(3)
+    reference = ex.model.sample(2, generator=g, steps=3)
+    x_T = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(compare.ddim_from_noise(ex.model, x_T, steps=3), reference)
+
+
+def test_figures_for_every_family(runs, tmp_path):
+    out = tmp_path / "res"
+    tables = compare.main([str(runs / "runs"), "--out", str(out), "--interp-pairs", "2", "--interp-steps", "5",
+                           "--failure-k", "4", "--failure-samples", "12"])
+    assert set(tables) == {"phase2", "phase3", "phase4"}
+    for family, name in RUN_NAMES.items():
+        d = out / "figures" / name
+        grid = np.asarray(Image.open(d / "grid.png"))
+        assert grid.shape == (4 * 18 + 2, 4 * 18 + 2, 3)                       # 16 samples of 16 px, 2 px padding
+        prog = Image.open(d / "progression.png")
+        assert prog.height == 4 * (48 + 4)       # epochs 10, 50, 100, 200, enlarged 16 → 48 px, padded
+        interp = Image.open(d / "interp.png")
+        assert interp.size == (5 * 50 + 2, 2 * 50 + 2)
+        gif = Image.open(d / "interp.gif")
+        assert gif.n_frames == 2 * 5 - 2                                          # forth and back
+        fail = json.loads((d / "failures.json").read_text())
+        dists = [f["nn_distance"] for f in fail["failures"]]
+        assert len(dists) == 4 and dists == sorted(dists, reverse=True) and fail["searched_samples"] == 12
+        assert Image.open(d / "failures.png").height == 2 * 50 + 2
+    ex = load_export(runs / "runs" / "gan-2.1-dcgan" / "export.safetensors")
+    row = next(r for r in tables["phase2"])
+    images = compare.interpolation_images(ex, row, seed=0, pairs=2, steps=5)
+    z = torch.randn(4, 8, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(images[:, 0], ex.model.sample(2, z=z[0::2]))     # paths start and end at the
+    torch.testing.assert_close(images[:, -1], ex.model.sample(2, z=z[1::2]))    # fixed latents
+    for t in ("phase2", "phase3", "phase4"):
+        assert (out / "figures" / f"{t}_fid.png").stat().st_size > 0
+        assert (out / "figures" / f"{t}_losses.png").stat().st_size > 0
+    assert compare.steps_per_epoch(row) == 10
+    results = (out / "results.md").read_text()
+    assert results.count("figures/gan-2.1-dcgan/grid.png") == 1 and "interp.gif" in results

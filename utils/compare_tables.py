@@ -1,0 +1,482 @@
+"""Results tables from metrics.json files: find them, group them into the plan's tables, render Markdown/CSV.
+
+A row is one evaluated export.  Its table and place come from the run name that the row script gives it
+(``--name``): ``phase1-1A-64px``, ``gan-2.1-dcgan``, ``vae-3.2-perceptual``, ``ddpm-4.4-wide``, ``phase5-gan``,
+``gan-s004-lsgan``; any other name lands in the ``other`` table.  Every number comes from a metrics.json
+written by ``evaluate.py``; a table states the evaluation settings (sample count, reference split, feature
+network) that its rows share and marks the rows evaluated under different ones, so they are never silently
+mixed.  ``compare.py`` is the command line; this module has no torch dependency.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from utils.metrics import MetricsFileError, read_metrics
+
+
+class CompareError(SystemExit):
+    """Bad input to compare.py (no metrics found, unreadable notes, missing README); one-line message."""
+
+    def __init__(self, msg: str):
+        super().__init__(f"error: {msg}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The plan's tables
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    title: str
+    lead: tuple[str, ...]        # headers of the identifying columns
+    blurb: str = ""
+
+
+TABLES = {
+    "phase1": TableSpec("phase1", "Phase 1 — pipeline selection (DCGAN, one variable per experiment)",
+                        ("Exp.", "Variable", "Variant"),
+                        "Each pair of rows differs in one data-pipeline setting; FID picks the pipeline."),
+    "phase2": TableSpec("phase2", "Phase 2 — GAN evolution", ("Step", "Model")),
+    "phase3": TableSpec("phase3", "Phase 3 — VAE track", ("Step", "Model")),
+    "phase4": TableSpec("phase4", "Phase 4 — DDPM track", ("Step", "Model")),
+    "phase5": TableSpec("phase5", "Phase 5A — cross-family comparison (best of each family, same data and "
+                                  "resolution, 200 epochs)", ("Model",)),
+    "s004": TableSpec("s004", "GAN objectives (seed 004): DCGAN vs LSGAN vs WGAN with weight clipping", ("Model",)),
+    "other": TableSpec("other", "Other runs", ("Run", "Family")),
+}
+TABLE_ORDER = tuple(TABLES)
+
+# Row labels, in the words of the plan's tables (the order here is the row order).
+PHASE1_ROWS = {
+    "1A-64px": ("Resolution", "64×64"), "1A-128px": ("Resolution", "128×128"),
+    "1B-full": ("Face crop + alignment", "Full image"), "1B-aligned": ("Face crop + alignment", "MTCNN-aligned"),
+    "1C-flip": ("Augmentation", "H-flip only"),
+    "1C-flip-rot-jitter": ("Augmentation", "H-flip + rotation ±5° + mild colour jitter"),
+    "1D-aligned": ("Combined dataset", "Aligned only"), "1D-combined": ("Combined dataset", "Aligned + raw mixed"),
+}
+STEP_LABELS = {
+    "2.1": "DCGAN", "2.2": "WGAN-GP", "2.3": "WGAN-GP + SN + Attn", "2.4": "+ 128×128",
+    "3.1": "VAE MSE", "3.2": "+ Perceptual", "3.3": "+ PatchGAN",
+    "4.1": "DDPM linear + ε", "4.2": "+ cosine", "4.3": "+ v-pred", "4.4": "+ wider",
+}
+PHASE5_ROWS = {"gan": "Best GAN (2.4)", "vae": "Best VAE (3.3)", "ddpm": "Best DDPM (4.4)"}
+S004_ROWS = {"dcgan": "DCGAN", "lsgan": "LSGAN", "wgan-clip": "WGAN (weight clipping)"}
+
+_PATTERNS = (
+    ("phase1", re.compile(r"^phase1-(?P<key>1[A-D]-.+)$")),
+    ("phase5", re.compile(r"^phase5-(?P<key>[a-z0-9]+)$")),
+    ("s004", re.compile(r"^gan-s004-(?P<key>.+)$")),
+    ("steps", re.compile(r"^(?P<family>gan|vae|ddpm)-(?P<key>[234]\.\d+)-.+$")),
+)
+
+
+def classify(name: str, family: str | None = None) -> tuple[str, str, tuple[str, ...], tuple]:
+    """(table, key, lead cells, sort key) of a run name; unknown names go to 'other'."""
+    for table, pat in _PATTERNS:
+        m = pat.match(name)
+        if not m:
+            continue
+        key = m.group("key")
+        if table == "phase1":
+            variable, variant = PHASE1_ROWS.get(key, ("?", key.split("-", 1)[1]))
+            order = list(PHASE1_ROWS).index(key) if key in PHASE1_ROWS else len(PHASE1_ROWS)
+            return "phase1", key, (key.split("-", 1)[0], variable, variant), (order, key)
+        if table == "phase5":
+            order = list(PHASE5_ROWS).index(key) if key in PHASE5_ROWS else len(PHASE5_ROWS)
+            return "phase5", key, (PHASE5_ROWS.get(key, key),), (order, key)
+        if table == "s004":
+            order = list(S004_ROWS).index(key) if key in S004_ROWS else len(S004_ROWS)
+            return "s004", key, (S004_ROWS.get(key, key),), (order, key)
+        phase = f"phase{key.split('.')[0]}"
+        major, minor = key.split(".")
+        return phase, key, (key, STEP_LABELS.get(key, name)), (int(major), int(minor))
+    return "other", name, (name, family or "?"), (0, name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rows: one metrics.json each
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Row:
+    name: str
+    table: str
+    key: str
+    lead: tuple[str, ...]
+    order: tuple
+    metrics: dict
+    metrics_path: Path
+    export_path: Path | None
+    run_dir: Path | None
+    flag: str = ""                                   # footnote mark when its settings differ from the table's
+    figures: dict = field(default_factory=dict)      # kind -> Path of a figure (filled by compare.py)
+
+    @property
+    def short_label(self) -> str:
+        """Row code + what it is, e.g. '2.1 DCGAN', '1A 128×128' (figure captions and legends)."""
+        return self.lead[0] if self.table in ("phase5", "s004", "other") else f"{self.lead[0]} {self.lead[-1]}"
+
+    @property
+    def family(self) -> str | None:
+        return self.metrics["source"].get("family")
+
+    def value(self, metric: str):
+        return self.metrics["metrics"][metric]["value"]
+
+
+def metrics_file_for(path: Path) -> tuple[Path | None, str]:
+    """(metrics.json, '') for an input path, or (None, why not) — the conventions of evaluate.py's --out."""
+    if path.is_file():
+        if path.suffix == ".safetensors":
+            m = path.with_name(path.stem + "_eval") / "metrics.json"
+            return (m, "") if m.is_file() else (None, f"{path} has no evaluation ({m} missing): run "
+                                                     f"`python evaluate.py --ckpt {path}`")
+        return path, ""
+    if (path / "metrics.json").is_file():
+        return path / "metrics.json", ""
+    if (path / "export.safetensors").is_file():
+        return metrics_file_for(path / "export.safetensors")
+    return None, f"{path}: no metrics.json, export_eval/metrics.json or export.safetensors"
+
+
+def find_metrics_files(inputs: list[str]) -> tuple[list[Path], list[str]]:
+    """Expand inputs (metrics.json, export files, run directories, or folders of run directories)."""
+    found, skipped = [], []
+    for text in inputs:
+        path = Path(text)
+        if not path.exists():
+            raise CompareError(f"{path} does not exist")
+        m, why = metrics_file_for(path)
+        if m is not None:
+            found.append(m)
+            continue
+        if path.is_dir() and not (path / "export.safetensors").exists():
+            # A folder of runs (e.g. runs/): every child that is a run or an evaluation.
+            children = [c for c in sorted(path.iterdir()) if c.is_dir()]
+            hits = [(c, *metrics_file_for(c)) for c in children]
+            runs = [(c, m, w) for c, m, w in hits if m is not None or (c / "export.safetensors").exists()]
+            if runs:
+                found += [m for _, m, _ in runs if m is not None]
+                skipped += [w for _, m, w in runs if m is None]
+                continue
+        skipped.append(why)
+    unique = list(dict.fromkeys(p.resolve() for p in found))
+    return unique, skipped
+
+
+def locate_export(metrics: dict, metrics_path: Path) -> Path | None:
+    """The evaluated export: the path recorded in metrics.json, else the default <stem>_eval/ layout."""
+    src = metrics["source"]
+    if src.get("kind") != "export":
+        return None
+    recorded = Path(src.get("path") or "")
+    if recorded.is_file():
+        return recorded
+    folder = metrics_path.parent
+    if folder.name.endswith("_eval"):
+        guess = folder.with_name(folder.name[:-len("_eval")] + ".safetensors")
+        if guess.is_file():
+            return guess
+    return None
+
+
+def locate_run_dir(export: Path | None) -> Path | None:
+    """Run directory of an export (it holds config.json): the export's folder, or its parent for exports/."""
+    if export is None:
+        return None
+    for d in (export.parent, export.parent.parent):
+        if (d / "config.json").is_file():
+            return d
+    return None
+
+
+def run_name_of(metrics_path: Path, export: Path | None, run_dir: Path | None) -> str:
+    if run_dir is not None:
+        try:
+            name = json.loads((run_dir / "config.json").read_text()).get("name")
+        except (OSError, ValueError):
+            name = None
+        name = name or run_dir.name
+        # An evaluated snapshot (exports/stepN) is its own row, named after its step.
+        return name if export.parent == run_dir else f"{name}@{export.stem}"
+    if export is not None:
+        return export.stem
+    return metrics_path.parent.name
+
+
+def load_rows(metrics_files: list[Path]) -> tuple[list[Row], list[str]]:
+    """Rows from metrics files; unreadable files and duplicate run names are skipped with a reason."""
+    rows, skipped = [], []
+    for path in metrics_files:
+        try:
+            metrics = read_metrics(path)
+        except MetricsFileError as e:
+            skipped.append(str(e))
+            continue
+        export = locate_export(metrics, path)
+        run_dir = locate_run_dir(export)
+        name = run_name_of(path, export, run_dir)
+        table, key, lead, order = classify(name, metrics["source"].get("family"))
+        rows.append(Row(name, table, key, lead, order, metrics, path, export, run_dir))
+    by_name: dict[str, Row] = {}
+    for row in rows:
+        other = by_name.get(row.name)
+        if other is None:
+            by_name[row.name] = row
+            continue
+        newer, older = (row, other) if row.metrics["created"] >= other.metrics["created"] else (other, row)
+        by_name[row.name] = newer
+        skipped.append(f"{older.metrics_path}: run name {row.name!r} also evaluated in {newer.metrics_path} "
+                       "(newer; kept)")
+    return list(by_name.values()), skipped
+
+
+def group_rows(rows: list[Row], wanted: str = "all") -> dict[str, list[Row]]:
+    """{table: rows in plan order}, tables in plan order; ``wanted`` is a table name or 'all'."""
+    tables = {}
+    for name in TABLE_ORDER:
+        if wanted not in ("all", name):
+            continue
+        members = sorted((r for r in rows if r.table == name), key=lambda r: r.order)
+        if members:
+            tables[name] = members
+    return tables
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation settings: what a table states, and what makes rows incomparable
+# ---------------------------------------------------------------------------------------------
+
+def eval_settings(metrics: dict) -> dict:
+    real, fe = metrics["real"], metrics["feature_extractor"]
+    return {"num_samples": metrics["samples"]["n"], "real_source": real.get("source"), "split": real.get("split"),
+            "split_sha256": real.get("split_sha256"), "num_real": real.get("n"),
+            "extractor": fe.get("name"), "extractor_sha256": fe.get("sha256"), "fid_mode": metrics["fid_mode"]}
+
+
+def settings_key(metrics: dict) -> tuple:
+    return tuple(sorted(eval_settings(metrics).items()))
+
+
+def describe_settings(s: dict, seeds: list | None = None) -> str:
+    seed = "" if not seeds else f" (seed {', '.join(str(x) for x in seeds)})"
+    return (f"{s['num_samples']} generated samples per model{seed} vs {s['num_real']} real images: "
+            f"`{s['real_source']}` {s['split']} split (sha256 `{str(s['split_sha256'])[:12]}`); "
+            f"features `{s['extractor']}` (sha256 `{str(s['extractor_sha256'])[:12]}`), FID mode {s['fid_mode']}")
+
+
+FLAG_MARKS = ("†", "‡", "§", "¶", "#", "**", "††", "‡‡")
+
+
+def flag_mixed_settings(rows: list[Row]) -> tuple[dict, dict[str, dict]]:
+    """Table settings = the most common among its rows; others get a mark. Returns (settings, {mark: settings})."""
+    counts = Counter(settings_key(r.metrics) for r in rows)
+    main_key = max(counts, key=lambda k: (counts[k], -min(i for i, r in enumerate(rows)
+                                                           if settings_key(r.metrics) == k)))
+    marks: dict[tuple, str] = {}
+    for r in rows:
+        k = settings_key(r.metrics)
+        if k == main_key:
+            r.flag = ""
+            continue
+        if k not in marks:
+            marks[k] = FLAG_MARKS[len(marks)] if len(marks) < len(FLAG_MARKS) else f"[{len(marks) + 1}]"
+        r.flag = marks[k]
+    return dict(main_key), {m: dict(k) for k, m in marks.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Formatting
+# ---------------------------------------------------------------------------------------------
+
+VALUE_COLUMNS = (  # (metrics.json name, header, format)
+    ("fid", "FID ↓", "{:.2f}"),
+    ("kid", "KID ↓", "{:.4f}"),
+    ("precision", "Precision ↑", "{:.3f}"),
+    ("recall", "Recall ↑", "{:.3f}"),
+    ("inception_score", "IS ↑", "{:.2f}"),
+    ("lpips_diversity", "LPIPS div. ↑", "{:.3f}"),
+)
+
+
+def fmt_value(v, spec: str) -> str:
+    return "n/a" if v is None else spec.format(v)
+
+
+def fmt_params(n) -> str:
+    if n is None:
+        return "n/a"
+    return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n / 1e3:.1f}k"
+
+
+def fmt_duration(seconds) -> str:
+    if seconds is None:
+        return "n/a"
+    s = float(seconds)
+    if s < 60:
+        return f"{s:.1f} s"
+    if s < 3600:
+        return f"{int(s // 60)} min {int(s % 60):02d} s"
+    return f"{int(s // 3600)} h {int(s % 3600 // 60):02d} min"
+
+
+def _md_escape(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def table_cells(row: Row, notes: dict) -> list[str]:
+    src = row.metrics["source"]
+    cells = [_md_escape(c) for c in row.lead]
+    cells[0] = f"{cells[0]}{row.flag}"
+    cells += [fmt_value(row.value(m), spec) for m, _, spec in VALUE_COLUMNS]
+    cells += [fmt_params(row.value("params_generator")), fmt_duration(row.value("train_seconds")),
+              str(src.get("epoch", "")), f"{row.metrics['samples']['resolution']}²"]
+    if notes:
+        cells.append(_md_escape(notes.get(row.name, "")))
+    return cells
+
+
+def markdown_table(spec: TableSpec, rows: list[Row], notes: dict | None = None) -> str:
+    notes = {r.name: notes[r.name] for r in rows if notes and r.name in notes}
+    header = [*spec.lead, *(h for _, h, _ in VALUE_COLUMNS), "Params (G)", "Train time", "Epochs", "Res."]
+    if notes:
+        header.append("Observed")
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(table_cells(r, notes)) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def table_body(spec: TableSpec, rows: list[Row], notes: dict | None = None) -> str:
+    """Settings statement + table + footnotes: the part that also goes into the README."""
+    settings, flagged = flag_mixed_settings(rows)
+    seeds = sorted({r.metrics["samples"].get("seed") for r in rows if settings_key(r.metrics) ==
+                    tuple(sorted(settings.items()))}, key=str)
+    parts = []
+    if spec.blurb:
+        parts.append(spec.blurb)
+    parts.append(f"Evaluation: {describe_settings(settings, seeds)}.")
+    if not settings["extractor"] or not str(settings["extractor"]).startswith("clean-fid-inception"):
+        parts.append("**These numbers use a test feature network, not Inception: they are not comparable with "
+                     "published FIDs.**")
+    parts.append(markdown_table(spec, rows, notes))
+    for mark, s in flagged.items():
+        names = ", ".join(f"`{r.name}`" for r in rows if r.flag == mark)
+        parts.append(f"{mark} Evaluated under different settings — not comparable with the other rows: "
+                     f"{describe_settings(s)} ({names}).")
+    parts.append("n/a: not computed; the reason is in the row's metrics.json. Params (G): parameters used for "
+                 "sampling. Generated by `compare.py` from metrics.json files — do not edit by hand.")
+    return "\n\n".join(parts)
+
+
+def _rel(path: Path, base: Path) -> str:
+    import os
+
+    return Path(os.path.relpath(Path(path).resolve(), Path(base).resolve())).as_posix()
+
+
+FIGURE_TITLES = {
+    "grid": "16 samples per model (fixed seed, EMA weights)",
+    "progression": "Progression over training (same noise for every snapshot)",
+    "interp": "Latent interpolation (slerp between fixed latents; GIF beside each strip)",
+    "failures": "Failure modes: the samples farthest from every real image in feature space "
+                "(top: sample, bottom: its nearest real image)",
+}
+
+
+def figures_markdown(rows: list[Row], table_figures: dict, base: Path, level: str = "###") -> str:
+    """Figure sections for one table; image links are relative to ``base`` (the Markdown file's folder)."""
+    out = []
+    for kind in ("fid_curve", "loss_curves"):
+        if kind in table_figures:
+            title = "FID during training (training-time FID from stats.jsonl)" if kind == "fid_curve" else \
+                "Training losses"
+            out.append(f"{level} {title}\n\n![{kind}]({_rel(table_figures[kind], base)})")
+    for kind, title in FIGURE_TITLES.items():
+        have = [r for r in rows if kind in r.figures]
+        if not have:
+            continue
+        if kind == "grid":
+            head = "| " + " | ".join(_md_escape(r.short_label) for r in have) + " |"
+            sep = "|" + "|".join("---" for _ in have) + "|"
+            imgs = "| " + " | ".join(f"![{r.name}]({_rel(r.figures[kind], base)})" for r in have) + " |"
+            out.append(f"{level} {title}\n\n{head}\n{sep}\n{imgs}")
+            continue
+        items = []
+        for r in have:
+            line = f"**{_md_escape(r.short_label)}** (`{r.name}`)\n\n![{r.name}]({_rel(r.figures[kind], base)})"
+            if kind == "interp" and "interp_gif" in r.figures:
+                line += f" [GIF]({_rel(r.figures['interp_gif'], base)})"
+            items.append(line)
+        out.append(f"{level} {title}\n\n" + "\n\n".join(items))
+    return "\n\n".join(out)
+
+
+CSV_FIELDS = ("table", "key", "run", "family", "label", "fid", "kid", "precision", "recall", "inception_score",
+              "lpips_diversity", "params_generator", "params_total", "train_seconds", "sampling_throughput", "step",
+              "epoch", "resolution", "num_samples", "seed", "sample_kwargs", "real_source", "real_split",
+              "split_sha256", "num_real", "extractor", "extractor_sha256", "fid_mode", "settings_flag",
+              "metrics_path", "export_path")
+
+
+def csv_text(rows: list[Row]) -> str:
+    """One line per row; null metrics are empty cells (never a placeholder number)."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        s, src, m = eval_settings(r.metrics), r.metrics["source"], r.metrics["metrics"]
+        rec = {"table": r.table, "key": r.key, "run": r.name, "family": r.family, "label": " / ".join(r.lead[1:]) or
+               r.lead[0], "step": src.get("step"), "epoch": src.get("epoch"),
+               "resolution": r.metrics["samples"]["resolution"], "num_samples": s["num_samples"],
+               "seed": r.metrics["samples"].get("seed"),
+               "sample_kwargs": json.dumps(r.metrics["samples"].get("sample_kwargs") or {}, sort_keys=True),
+               "real_source": s["real_source"], "real_split": s["split"], "split_sha256": s["split_sha256"],
+               "num_real": s["num_real"], "extractor": s["extractor"], "extractor_sha256": s["extractor_sha256"],
+               "fid_mode": s["fid_mode"], "settings_flag": r.flag, "metrics_path": str(r.metrics_path),
+               "export_path": str(r.export_path) if r.export_path else ""}
+        for name in ("fid", "kid", "precision", "recall", "inception_score", "lpips_diversity", "params_generator",
+                     "params_total", "train_seconds", "sampling_throughput"):
+            v = m[name]["value"]
+            rec[name] = "" if v is None else (repr(float(v)) if isinstance(v, float) and math.isfinite(v) else v)
+        w.writerow(rec)
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------
+# README markers
+# ---------------------------------------------------------------------------------------------
+
+def marker_pattern(table: str) -> re.Pattern:
+    return re.compile(rf"(<!--\s*results:{re.escape(table)}\s*-->)(.*?)(<!--\s*/results:{re.escape(table)}\s*-->)",
+                      re.DOTALL)
+
+
+def replace_marked(text: str, table: str, content: str) -> tuple[str, bool]:
+    """Replace what lies between ``<!-- results:<table> -->`` and ``<!-- /results:<table> -->`` (kept)."""
+    pat = marker_pattern(table)
+    if not pat.search(text):
+        return text, False
+    return pat.sub(lambda m: f"{m.group(1)}\n{content.strip()}\n{m.group(3)}", text), True
+
+
+def read_notes(path: str | None) -> dict:
+    """Optional observations per run name ({"gan-2.1-dcgan": "mode collapse by epoch 40", ...})."""
+    if not path:
+        return {}
+    try:
+        notes = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise CompareError(f"--notes {path} not found") from None
+    except (OSError, ValueError) as e:
+        raise CompareError(f"--notes {path} is not readable JSON ({e})") from None
+    if not isinstance(notes, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in notes.items()):
+        raise CompareError(f"--notes {path} must be a JSON object mapping run names to text")
+    return notes

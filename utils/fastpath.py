@@ -1,0 +1,134 @@
+"""Speed options shared by the trainers (issue 7), each with its effect on the numbers stated.
+
+=====================  ========================================================================================
+option                 numerics
+=====================  ========================================================================================
+``--channels-last``    NHWC weights and activations (cuDNN's tensor-core layout).  Same maths; a convolution
+                       may pick another algorithm, so results agree to float rounding (fp32: ~1e-6 relative),
+                       not bitwise.  No effect on loss curves or FID beyond run-to-run noise.
+``--optimizer-impl``   ``fused`` (one kernel per step), ``foreach`` (one kernel per op over all tensors),
+                       ``for-loop`` (one op per tensor) run the same update rule; they differ only in operation
+                       order, i.e. float rounding (~1e-7 relative per step).  ``auto`` = fused where the
+                       optimizer and device support it, else foreach.
+``--mixed-precision``  bf16 autocast changes numerics (8-bit mantissa in matmuls/convs): losses agree with fp32
+                       to ~1e-2 relative per step; trainers keep losses, KL, the gradient penalty and the DDIM
+                       update in fp32.  fp16 adds a GradScaler (skipped steps on overflow).
+``--compile``          torch.compile (Inductor) fuses kernels; same maths up to float reassociation (~1e-6).
+                       Off by default: the first steps pay the compilation (tens of seconds to minutes).
+=====================  ========================================================================================
+
+Static shapes (``Batches`` drops the last partial batch) keep compiled graphs valid; the data lives on the
+device (``--data-on-device``) so the step has no host→device copy.  tests/test_fastpath.py checks, per family,
+that one step with the CPU-available options gives the same loss and weights as the plain step.
+"""
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import nn
+
+OPTIMIZER_IMPLS = ("auto", "fused", "foreach", "for-loop")
+
+
+class FastPathError(ValueError):
+    """A speed option this optimizer or device cannot honour; the message is one line."""
+
+
+# ---------------------------------------------------------------------------------------------- optimizers
+
+def supports_fused(optimizer_cls: type[torch.optim.Optimizer], device: torch.device | str) -> bool:
+    """Whether ``optimizer_cls(..., fused=True)`` exists for parameters on ``device``.
+
+    Adam/AdamW/SGD/Adagrad have fused kernels for CUDA and (torch ≥ 2.4) CPU; RMSprop has none.
+    """
+    if "fused" not in inspect.signature(optimizer_cls.__init__).parameters:
+        return False
+    dev = torch.device(device).type
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+        return dev in _get_fused_kernels_supported_devices()
+    except ImportError:  # private helper moved: CUDA always had the kernels
+        return dev == "cuda"
+
+
+def impl_kwargs(optimizer_cls: type[torch.optim.Optimizer], impl: str, device: torch.device | str) -> dict:
+    """The constructor keywords that select ``impl`` ('auto' | 'fused' | 'foreach' | 'for-loop')."""
+    if impl not in OPTIMIZER_IMPLS:
+        raise FastPathError(f"optimizer implementation must be one of {', '.join(OPTIMIZER_IMPLS)}, got {impl!r}")
+    fused_ok = supports_fused(optimizer_cls, device)
+    if impl == "fused" and not fused_ok:
+        raise FastPathError(f"{optimizer_cls.__name__} has no fused implementation on {torch.device(device).type}; "
+                            f"use --optimizer-impl foreach")
+    if impl == "fused" or (impl == "auto" and fused_ok):
+        return {"fused": True}
+    return {"foreach": impl != "for-loop"}
+
+
+def make_optimizer(optimizer_cls: type[torch.optim.Optimizer], params, impl: str = "auto",
+                   device: torch.device | str | None = None, **hyper) -> torch.optim.Optimizer:
+    """``optimizer_cls(params, **hyper)`` with the chosen kernel implementation (same update rule for all).
+
+    ``device``: where the parameters live (default: the first parameter's device).
+    """
+    params = list(params)
+    if device is None:
+        first = params[0]["params"][0] if isinstance(params[0], dict) else params[0]
+        device = first.device
+    return optimizer_cls(params, **hyper, **impl_kwargs(optimizer_cls, impl, device))
+
+
+def describe_optimizer(opt: torch.optim.Optimizer) -> str:
+    g = opt.param_groups[0]
+    kind = "fused" if g.get("fused") else ("foreach" if g.get("foreach") else "for-loop")
+    return f"{type(opt).__name__} ({kind})"
+
+
+# ---------------------------------------------------------------------------------------------- memory format
+
+def _contiguous_state_dict(module, state_dict, prefix, local_metadata):
+    """safetensors (checkpoints, exports) stores only contiguous tensors: pack NHWC weights on save."""
+    for k, v in state_dict.items():
+        if isinstance(v, torch.Tensor) and not v.is_contiguous():
+            state_dict[k] = v.contiguous()
+
+
+def channels_last_(module: nn.Module) -> nn.Module:
+    """Convert 4-D weights (and buffers) to NHWC in place.
+
+    Activations follow: a convolution with an NHWC weight returns NHWC, so batches need no conversion.
+    ``state_dict()`` keeps returning contiguous tensors (safetensors refuses others), so checkpoints and exports
+    are unchanged; loading a state dict copies into the NHWC tensors."""
+    module.to(memory_format=torch.channels_last)
+    if not getattr(module, "_fastpath_channels_last", False):
+        module.register_state_dict_post_hook(_contiguous_state_dict)
+        module._fastpath_channels_last = True
+    return module
+
+
+# ---------------------------------------------------------------------------------------------- compilation
+
+def compile_(module: nn.Module, enabled: bool = True) -> nn.Module:
+    """torch.compile in place (``nn.Module.compile``): parameter names, hence checkpoints, stay the same."""
+    if enabled:
+        module.compile()
+    return module
+
+
+# ---------------------------------------------------------------------------------------------- flags
+
+def add_fastpath_args(group) -> None:
+    """The speed flags next to --compile / --mixed-precision (utils/run.py puts them in the common group)."""
+    group.add_argument("--channels-last", action="store_true",
+                       help="NHWC weights, activations follow (GPU speed; same maths, float-rounding-level differences)")
+    group.add_argument("--optimizer-impl", type=str, default="auto", choices=OPTIMIZER_IMPLS,
+                       help="optimizer kernels: fused/foreach/for-loop run the same update rule (differences at "
+                            "float rounding); auto = fused where supported, else foreach")
+
+
+def fastpath_summary(args) -> str:
+    parts = [f"mixed precision {getattr(args, 'mixed_precision', 'no')}",
+             f"optimizer impl {getattr(args, 'optimizer_impl', 'auto')}"]
+    parts += ["channels_last"] if getattr(args, "channels_last", False) else []
+    parts += ["compile"] if getattr(args, "compile", False) else []
+    return "fast path: " + ", ".join(parts)
