@@ -179,7 +179,7 @@ def script_flags(path: Path) -> list[str]:
         if skip:
             skip = False
             continue
-        if w in ("--data", "--name"):
+        if w in ("--data", "--name", "--out"):
             skip = True
         elif not w.startswith(("$", "${")):
             out.append(w)
