@@ -10,4 +10,4 @@ accelerate launch train_gan.py --data "$DATA" \
   --ngf 64 --ndf 64 --latent-dim 128 --resolution 64 --g-norm group --d-norm none --sn --attn --upsample transposed \
   --mixed-precision fp16 \
   --out "${OUT:-runs}" --name gan-2.3-wgan-gp-sn-attn "$@"
-python evaluate.py --ckpt "${OUT:-runs}/gan-2.3-wgan-gp-sn-attn/export.safetensors" ${EVAL_ARGS:-}
+[ -n "${SKIP_EVAL:-}" ] || python evaluate.py --ckpt "${OUT:-runs}/gan-2.3-wgan-gp-sn-attn/export.safetensors" ${EVAL_ARGS:-}

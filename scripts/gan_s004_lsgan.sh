@@ -9,4 +9,4 @@ accelerate launch train_gan.py --data "$DATA" \
   --ngf 64 --ndf 64 --latent-dim 100 --resolution 64 --g-norm batch --d-norm batch --upsample transposed \
   --mixed-precision fp16 \
   --out "${OUT:-runs}" --name gan-s004-lsgan "$@"
-python evaluate.py --ckpt "${OUT:-runs}/gan-s004-lsgan/export.safetensors" ${EVAL_ARGS:-}
+[ -n "${SKIP_EVAL:-}" ] || python evaluate.py --ckpt "${OUT:-runs}/gan-s004-lsgan/export.safetensors" ${EVAL_ARGS:-}

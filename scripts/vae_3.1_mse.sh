@@ -7,4 +7,4 @@ DATA=${DATA:-synthetic}
 accelerate launch train_vae.py --data "$DATA" \
   --recon mse --beta 1 --lambda-perc 0 --lambda-adv 0 --lr 1e-3 --latent-dim 256 \
   --out "${OUT:-runs}" --name vae-3.1-mse "$@"
-python evaluate.py --ckpt "${OUT:-runs}/vae-3.1-mse/export.safetensors" ${EVAL_ARGS:-}
+[ -n "${SKIP_EVAL:-}" ] || python evaluate.py --ckpt "${OUT:-runs}/vae-3.1-mse/export.safetensors" ${EVAL_ARGS:-}

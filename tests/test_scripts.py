@@ -100,7 +100,7 @@ def env(tmp_path_factory) -> dict:
     e = {**os.environ, "FACEGEN_CACHE": str(tmp_path_factory.mktemp("cache")), "OMP_NUM_THREADS": "1",
          "PATH": os.pathsep.join([str(shim), str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
          "PYTHONPATH": str(ROOT)}
-    for var in ("VGG_WEIGHTS", "FACEGEN_VGG_WEIGHTS", "DATA", "RAW", "ALIGNED", "RESOLUTION", "EVAL_ARGS", "OUT"):
+    for var in ("VGG_WEIGHTS", "FACEGEN_VGG_WEIGHTS", "DATA", "RAW", "ALIGNED", "RESOLUTION", "EVAL_ARGS", "OUT", "SKIP_EVAL"):
         e.pop(var, None)
     return e
 

@@ -47,7 +47,7 @@ def start(args: list[str], cache_dir, *, processes: int = 1, plain: bool = False
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1", "--mixed_precision", "no",
                "--dynamo_backend", "no", "--num_processes", str(processes)]
         cmd += (["--multi_gpu"] if processes > 1 else []) + [entry]
-    env = {**os.environ, "FACEGEN_CACHE": str(cache_dir), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "FACEGEN_CACHE": str(cache_dir), "OMP_NUM_THREADS": "1", "SKIP_EVAL": "1", "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(cmd + args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
