@@ -156,7 +156,7 @@ def test_row_scripts_parse_with_the_plan_settings():
         assert text.startswith("#!/usr/bin/env bash") and "set -euo pipefail" in text and '"$@"' in text
         args = train_gan.parse_args(script_argv(scripts[stem]))
         assert {k: getattr(args, k) for k in expected} == expected, stem
-        assert f"# evaluate: python evaluate.py --ckpt runs/{args.name}/export.safetensors" in text
+        assert f"python evaluate.py --ckpt \"${{OUT:-runs}}/{args.name}/export.safetensors\"" in text
     cfg = train_gan.model_config(train_gan.parse_args(script_argv(scripts["gan_2.4_128px"])))
     assert cfg.attn_res == [16, 32]
 
