@@ -190,7 +190,7 @@ def test_plan_row_runs_and_exports(script, extra, resolution, schedule, predicti
     assert "done: 3 steps" in logs(runs)[script]
     text = (ROOT / "scripts" / script).read_text()
     assert text.startswith("#!/usr/bin/env bash") and "set -euo pipefail" in text and '"$@"' in text
-    assert f"# evaluate: python evaluate.py --ckpt runs/{name}/export.safetensors --sample-steps 100" in text
+    assert f"python evaluate.py --ckpt \"${{OUT:-runs}}/{name}/export.safetensors\" --sample-steps 100" in text
 
 
 @pytest.mark.slow
