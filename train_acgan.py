@@ -26,9 +26,9 @@ from models.gan import D_NORMS, G_NORMS
 from models.layers import UPSAMPLE_MODES
 from models.losses import LOSSES, clip_weights_, critic_metric, gradient_penalty
 from train_cyclegan import _attribute_signs, _source_names   # CelebA attribute files / synthetic attributes
-from train_gan import LOSS_DEFAULTS, OPTIMIZERS, apply_update, make_optimizer, mean_over_processes
+from train_gan import LOSS_DEFAULTS, OPTIMIZERS, make_optimizer, mean_over_processes
 from utils.augment import PRESETS, build_augment
-from utils.checkpoint import Checkpointer
+from utils.checkpoint import Checkpointer, step_if_finite
 from utils.data import Batches, DataError, FaceData, face_data_from_args
 from utils.ema import EMA
 from utils.export import atomic_write_json, save_export
@@ -183,7 +183,7 @@ def d_update(acc, G, D, opt_d, real, labels, num_classes, loss, args) -> dict:
         out.update(gp=gp.detach(), grad_norm=grad_norm)
     opt_d.zero_grad(set_to_none=True)
     acc.backward(d_loss)
-    out["ok"] = apply_update(acc, opt_d, D)
+    out["ok"] = step_if_finite(acc, opt_d, D)
     if args.loss == "wgan-clip":
         clip_weights_(D, args.clip)
     name, value = critic_metric(loss, s_real, s_fake)
@@ -200,7 +200,7 @@ def g_update(acc, G, D, opt_g, n, num_classes, loss, args) -> dict:
     opt_g.zero_grad(set_to_none=True)
     acc.backward(g_loss)
     return {"g_loss": g_loss.detach(), "aux_g": aux.detach(),
-            "cls_acc_fake": (logits.argmax(1) == labels).float().mean().detach(), "ok": apply_update(acc, opt_g, G)}
+            "cls_acc_fake": (logits.argmax(1) == labels).float().mean().detach(), "ok": step_if_finite(acc, opt_g, G)}
 
 
 # ------------------------------------------------------------------------------------------------ outputs

@@ -23,7 +23,7 @@ import torch
 from models.ddpm import (BETA_SCHEDULES, PREDICTION_TYPES, TIMESTEP_SPACINGS, DiffusionConfig, DiffusionConfigError,
                          DiffusionModel, diffusion_loss, export_diffusers, train_scheduler)
 from utils.augment import PRESETS, build_augment
-from utils.checkpoint import Checkpointer, all_finite
+from utils.checkpoint import Checkpointer, step_if_finite
 from utils.data import Batches, face_data_from_args
 from utils import fastpath
 from utils.ema import EMA
@@ -125,23 +125,6 @@ def lr_at(step: int, args) -> float:
     if args.warmup_steps == 0:
         return args.lr
     return args.lr * min(1.0, (step + 1) / args.warmup_steps)
-
-
-def apply_update(acc, opt, model, grad_norm: torch.Tensor | None) -> bool:
-    """Step unless the gradients are non-finite; returns whether the update happened.
-
-    Gradients are all-reduced before this point, so every process takes the same decision.  With fp16 the
-    GradScaler decides (it skips its step and lowers the scale on overflow).
-    """
-    if acc.scaler is not None:
-        opt.step()
-        return not opt.step_was_skipped
-    finite = all_finite(grad_norm) if grad_norm is not None else all_finite(
-        *[p.grad for p in model.parameters() if p.grad is not None])
-    if not bool(finite):
-        return False
-    opt.step()
-    return True
 
 
 # ------------------------------------------------------------------------------------------------ logging
@@ -258,7 +241,7 @@ def main(argv=None) -> None:
         acc.backward(loss)
         if args.grad_clip > 0:
             grad_norm = acc.clip_grad_norm_(model.parameters(), args.grad_clip)
-        if not loop.tick(apply_update(acc, opt, model, grad_norm if args.grad_clip > 0 else None)):
+        if not loop.tick(step_if_finite(acc, opt, model, grad_norm if args.grad_clip > 0 else None)):
             continue
         ema.update(acc.unwrap_model(model))
         quartiles.add(per_sample, t)

@@ -26,7 +26,7 @@ from models.layers import UPSAMPLE_MODES
 from models.stylegan import STYLE_MODES, STYLE_UPSAMPLE
 from models.losses import LOSSES, clip_weights_, critic_metric, gradient_penalty
 from utils.augment import PRESETS, build_augment
-from utils.checkpoint import Checkpointer, all_finite
+from utils.checkpoint import Checkpointer, step_if_finite
 from utils.data import Batches, face_data_from_args
 from utils.diffaug import DiffAugment, DiffAugmentError
 from utils import fastpath
@@ -205,22 +205,6 @@ def make_optimizer(args, params, lr: float) -> torch.optim.Optimizer:
 
 # ------------------------------------------------------------------------------------------------ the step
 
-def apply_update(acc, opt, net) -> bool:
-    """Step unless the gradients are non-finite. Returns whether the update happened.
-
-    Gradients are all-reduced before this point, so every process takes the same decision.  With fp16 the
-    GradScaler makes the call itself (skipping the step and lowering its scale on overflow).
-    """
-    if acc.scaler is not None:
-        opt.step()
-        return not opt.step_was_skipped
-    grads = [p.grad for p in net.parameters() if p.grad is not None]
-    if not bool(all_finite(*grads)):
-        return False
-    opt.step()
-    return True
-
-
 def critic_update(acc, G, D, opt_d, real, loss, args, diffaug) -> dict:
     z = torch.randn(real.shape[0], args.latent_dim, device=real.device)
     with torch.no_grad():
@@ -235,7 +219,7 @@ def critic_update(acc, G, D, opt_d, real, loss, args, diffaug) -> dict:
         out.update(gp=gp.detach(), grad_norm=grad_norm)
     opt_d.zero_grad(set_to_none=True)
     acc.backward(d_loss)
-    out["ok"] = apply_update(acc, opt_d, D)
+    out["ok"] = step_if_finite(acc, opt_d, D)
     if args.loss == "wgan-clip":
         clip_weights_(D, args.clip)
     name, value = critic_metric(loss, s_real, s_fake)
@@ -248,7 +232,7 @@ def generator_update(acc, G, D, opt_g, n: int, loss, args, diffaug) -> dict:
     g_loss = loss.g_loss(D(diffaug(G(z))))
     opt_g.zero_grad(set_to_none=True)
     acc.backward(g_loss)
-    return {"g_loss": g_loss.detach(), "ok": apply_update(acc, opt_g, G)}
+    return {"g_loss": g_loss.detach(), "ok": step_if_finite(acc, opt_g, G)}
 
 
 # ------------------------------------------------------------------------------------------------ outputs

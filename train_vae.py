@@ -38,7 +38,7 @@ from models.patchgan import PATCHGAN_NORMS, PatchDiscriminator, min_resolution
 from models.perceptual import ENV_WEIGHTS, INITS, NORMALIZE, PerceptualLoss, resolve_weights_path
 from models.vae import NORMS, VAE, VAEConfig, kl_divergence
 from utils.augment import PRESETS, build_augment
-from utils.checkpoint import Checkpointer, all_finite
+from utils.checkpoint import Checkpointer, all_finite, step_if_finite
 from utils.data import Batches, face_data_from_args, to_float
 from utils import fastpath
 from utils.ema import EMA
@@ -177,6 +177,31 @@ def finite_everywhere(acc, *tensors: torch.Tensor) -> torch.Tensor:
     if acc.num_processes > 1:
         ok = acc.reduce(ok.float().view(1), reduction="sum")[0] == acc.num_processes
     return ok
+
+
+def vae_update(acc, vae, opt, disc, opt_d, gan, perceptual, x, args) -> tuple[dict, bool]:
+    """One VAE step (and one discriminator step when ``disc`` is given); returns the terms and whether both
+    updates happened.  A non-finite loss skips the backward; finite losses with non-finite gradients (or an fp16
+    overflow) skip the update in step_if_finite."""
+    with acc.autocast():
+        x_hat, mu, logvar = vae(x)
+        terms = vae_terms(args, x_hat, x, mu, logvar, perceptual, acc.unwrap_model(disc) if disc is not None else None,
+                          gan)
+        if disc is not None:  # both players see the same, not yet updated discriminator (VQGAN alternates per step)
+            terms.update(disc_terms(disc, gan, x, x_hat))
+    checked = [terms["loss"], terms["d_loss"]] if disc is not None else [terms["loss"]]
+    if not bool(finite_everywhere(acc, *checked)):
+        return terms, False
+    # Each backward is followed by its own optimizer step: with fp16 the shared GradScaler updates its scale
+    # inside every step, so a gradient must be unscaled by the scale it was made with.
+    opt.zero_grad(set_to_none=True)
+    acc.backward(terms["loss"])
+    ok = step_if_finite(acc, opt, vae)
+    if disc is not None:
+        opt_d.zero_grad(set_to_none=True)
+        acc.backward(terms["d_loss"])
+        ok = step_if_finite(acc, opt_d, disc) and ok
+    return terms, ok
 
 
 class RunningMeans:
@@ -442,23 +467,9 @@ def main(argv=None) -> None:
     for x in loop:
         x = augment(x)
         adv_on = disc is not None and loop.step >= disc_start
-        with acc.autocast():
-            x_hat, mu, logvar = vae(x)
-            terms = vae_terms(args, x_hat, x, mu, logvar, perceptual, acc.unwrap_model(disc) if adv_on else None, gan)
-            if adv_on:  # both players see the same, not yet updated discriminator (VQGAN alternates per step)
-                terms.update(disc_terms(disc, gan, x, x_hat))
-        checked = [terms["loss"], terms["d_loss"]] if adv_on else [terms["loss"]]
-        if not loop.tick(finite_everywhere(acc, *checked)):
+        terms, ok = vae_update(acc, vae, opt, disc if adv_on else None, opt_d, gan, perceptual, x, args)
+        if not loop.tick(ok):
             continue
-        # Each backward is followed by its own optimizer step: with fp16 the shared GradScaler updates its
-        # scale inside every step, so a gradient must be unscaled by the scale it was made with.
-        opt.zero_grad(set_to_none=True)
-        acc.backward(terms["loss"])
-        opt.step()
-        if adv_on:
-            opt_d.zero_grad(set_to_none=True)
-            acc.backward(terms["d_loss"])
-            opt_d.step()
         ema.update(acc.unwrap_model(vae))
         running.add(terms)
 

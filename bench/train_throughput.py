@@ -16,7 +16,7 @@ the step is driven:
   and torch.compile (utils.fastpath), no host sync in the step except the one the trainers need to skip
   non-finite steps.  GAN: the trainer's own ``critic_update``/``generator_update``.  VAE and DDPM: their step
   is inline in ``main()``; the bench runs the same statements built from the trainers' functions
-  (``vae_terms``/``disc_terms``/``finite_everywhere``; ``diffusion_loss``/``apply_update``/``lr_at``).
+  (``vae_update``; ``diffusion_loss``/``lr_at``).
 
 A "step" is one generator/VAE/UNet update (GAN: after --n-critic critic updates, each on its own batch), so
 images/s = steps × batch / s is what the trainers log.  FLOPs per step are counted once with
@@ -50,6 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 from utils import fastpath  # noqa: E402
+from utils.checkpoint import step_if_finite  # noqa: E402
 from utils.export import atomic_write_json  # noqa: E402
 
 # ------------------------------------------------------------------------------------------------ presets
@@ -301,24 +302,9 @@ def our_step(family: str, targs, models: dict, data, device: torch.device) -> Ca
         gan, running = LOSSES[targs.disc_loss], T.RunningMeans()
 
         def step():  # the statements of train_vae.main's loop body
-            x = augment(next_batch())
-            adv_on = disc is not None
-            with acc.autocast():
-                x_hat, mu, logvar = vae(x)
-                terms = T.vae_terms(targs, x_hat, x, mu, logvar, perceptual, acc.unwrap_model(disc) if adv_on else None,
-                                    gan)
-                if adv_on:
-                    terms.update(T.disc_terms(disc, gan, x, x_hat))
-            checked = [terms["loss"], terms["d_loss"]] if adv_on else [terms["loss"]]
-            if not bool(T.finite_everywhere(acc, *checked)):
+            terms, ok = T.vae_update(acc, vae, opt, disc, opt_d, gan, perceptual, augment(next_batch()), targs)
+            if not ok:
                 return terms
-            opt.zero_grad(set_to_none=True)
-            acc.backward(terms["loss"])
-            opt.step()
-            if adv_on:
-                opt_d.zero_grad(set_to_none=True)
-                acc.backward(terms["d_loss"])
-                opt_d.step()
             ema.update(acc.unwrap_model(vae))
             running.add(terms)
             return {k: v.detach() for k, v in terms.items()}
@@ -343,7 +329,7 @@ def our_step(family: str, targs, models: dict, data, device: torch.device) -> Ca
         opt.zero_grad(set_to_none=True)
         acc.backward(loss)
         grad_norm = acc.clip_grad_norm_(model.parameters(), targs.grad_clip) if targs.grad_clip > 0 else None
-        if T.apply_update(acc, opt, model, grad_norm):
+        if step_if_finite(acc, opt, model, grad_norm):
             ema.update(acc.unwrap_model(model))
             quartiles.add(per_sample, t)
         state["step"] += 1
@@ -612,10 +598,9 @@ def versions() -> dict:
 
 STEP_SOURCES = {
     "gan": "train_gan.critic_update / generator_update / critic_iters (the trainer's own step functions)",
-    "vae": "train_vae.main's loop body, rebuilt from train_vae.vae_terms / disc_terms / finite_everywhere / "
-           "RunningMeans (the step is inline in main)",
+    "vae": "train_vae.vae_update (the trainer's own step function) and RunningMeans",
     "ddpm": "train_ddpm.main's loop body, rebuilt from models.ddpm.diffusion_loss and train_ddpm.lr_at / "
-            "apply_update / QuartileLoss (the step is inline in main)",
+            "utils.checkpoint.step_if_finite / QuartileLoss (the step is inline in main)",
 }
 
 

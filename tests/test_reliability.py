@@ -525,3 +525,32 @@ def test_second_signal_within_the_repeat_window_is_the_same_request(monkeypatch)
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+def test_stats_log_resume_drops_the_tail_and_torn_lines(tmp_path, monkeypatch):
+    """A kill mid-append leaves half a JSON line; resuming from step 2 must drop it and everything after step 2,
+    and the next record must be a line of its own."""
+    import types
+
+    import utils.tracking
+    from utils.tracking import StatsLog, read_stats
+
+    run = types.SimpleNamespace(is_main=True, path=lambda name: tmp_path / name,
+                                accelerator=types.SimpleNamespace(log=lambda *a, **k: None))
+    log = StatsLog(run)
+    for step in (1, 2, 3):
+        log.log(step, {"loss": float(step)})
+    with open(log.path, "a") as f:
+        f.write('{"step": 4, "lo')                              # torn by a kill
+    log.truncate_after(2)
+    log.log(3, {"loss": 30.0})
+    assert [(r["step"], r["loss"]) for r in read_stats(log.path)] == [(1, 1.0), (2, 2.0), (3, 30.0)]
+    assert all(json.loads(line) for line in log.path.read_text().splitlines())
+
+    def killed(path, data):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(utils.tracking, "atomic_write_bytes", killed)
+    before = log.path.read_bytes()
+    with pytest.raises(KeyboardInterrupt):
+        log.truncate_after(1)
+    assert log.path.read_bytes() == before                     # the old log survives a kill during the rewrite

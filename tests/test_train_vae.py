@@ -228,3 +228,33 @@ def test_latent_plot_draws_both_embeddings(tmp_path, method):
     train_vae.latent_plot(model, data, labels, method, max_points=20, seed=0, path=out)
     from PIL import Image
     assert Image.open(out).size == (600, 600)
+
+
+@pytest.mark.parametrize("poison", ["vae", "disc"])
+def test_finite_loss_with_non_finite_gradients_skips_the_update(poison):
+    """A finite loss can still back-propagate NaN (a hook stands in for an overflow inside a layer): the step is
+    reported as skipped and neither network moves, so the Loop does not count it."""
+    from accelerate import Accelerator
+
+    from models.losses import LOSSES
+    from models.patchgan import PatchDiscriminator
+    from models.vae import VAE, VAEConfig
+
+    torch.manual_seed(0)
+    args = train_vae.parse_args(["--resolution", "16", "--disc-layers", "2", "--lambda-adv", "0.1"])
+    acc = Accelerator(cpu=True)
+    vae, disc = VAE(VAEConfig(resolution=16, latent_dim=8, base_channels=8)), PatchDiscriminator(ndf=8, n_layers=2)
+    opt, opt_d = torch.optim.Adam(vae.parameters()), torch.optim.Adam(disc.parameters())
+    net = vae if poison == "vae" else disc
+    hook = next(net.parameters()).register_hook(lambda g: g * float("nan"))
+    x = torch.rand(4, 3, 16, 16) * 2 - 1
+    before = {n: [p.detach().clone() for p in m.parameters()] for n, m in (("vae", vae), ("disc", disc))}
+
+    terms, ok = train_vae.vae_update(acc, vae, opt, disc, opt_d, LOSSES["hinge"], None, x, args)
+    assert not ok and torch.isfinite(terms["loss"]) and torch.isfinite(terms["d_loss"])
+    assert all(torch.equal(a, b) for a, b in zip(before[poison], net.parameters()))
+    assert not (opt if poison == "vae" else opt_d).state           # Adam never saw the step
+
+    hook.remove()
+    terms, ok = train_vae.vae_update(acc, vae, opt, disc, opt_d, LOSSES["hinge"], None, x, args)
+    assert ok and not all(torch.equal(a, b) for a, b in zip(before[poison], net.parameters()))

@@ -271,17 +271,22 @@ def all_finite(*tensors: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.isfinite(t).all() for t in tensors]).all()
 
 
-def step_if_finite(accelerator, optimizer, module: torch.nn.Module) -> bool:
+def step_if_finite(accelerator, optimizer, module: torch.nn.Module, grad_norm: torch.Tensor | None = None) -> bool:
     """``optimizer.step()`` unless ``module``'s gradients are non-finite; returns whether the update happened.
 
     Call it after ``accelerator.backward``: gradients are all-reduced by then, so every process decides the same.
-    With fp16 the GradScaler decides (it skips its step and lowers the scale on overflow).  One host sync.
+    With fp16 the GradScaler decides (it skips its step and lowers the scale on overflow).  ``grad_norm``, when the
+    caller already clipped, is a cheaper witness: the total norm is non-finite iff some gradient is.  One host sync.
     """
     if getattr(accelerator, "scaler", None) is not None:
         optimizer.step()
         return not getattr(optimizer, "step_was_skipped", False)
-    grads = [p.grad for p in module.parameters() if p.grad is not None]
-    if grads and not bool(all_finite(*grads)):
+    if grad_norm is not None:
+        finite = all_finite(grad_norm)
+    else:
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        finite = all_finite(*grads) if grads else torch.tensor(True)
+    if not bool(finite):
         return False
     optimizer.step()
     return True

@@ -5,6 +5,8 @@ import json
 import math
 from pathlib import Path
 
+from utils.export import atomic_write_bytes
+
 
 class StatsLog:
     """Appends one JSON object per logged step to ``stats.jsonl`` (main process only)."""
@@ -23,18 +25,20 @@ class StatsLog:
             self.run.accelerator.log(numeric, step=step)
 
     def truncate_after(self, step: int) -> None:
-        """On resume, drop records written after the checkpoint's step, so curves have no duplicate tail."""
+        """On resume, drop records written after the checkpoint's step, so curves have no duplicate tail, and any
+        line cut by a kill mid-write (else the next append would be glued to it).  Rewritten atomically: a kill
+        here leaves the old log, never a half-written one."""
         if not (self.run.is_main and self.path.exists()):
             return
-        keep = [l for l in self.path.read_text().splitlines() if l.strip() and _step_of(l) <= step]
-        self.path.write_text("".join(l + "\n" for l in keep))
-
-
-def _step_of(line: str) -> int:
-    try:
-        return int(json.loads(line).get("step", 0))
-    except (ValueError, AttributeError):
-        return 0
+        keep = []
+        for line in self.path.read_text(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and int(record.get("step", 0)) <= step:
+                keep.append(line + "\n")
+        atomic_write_bytes(self.path, "".join(keep).encode())
 
 
 def read_stats(path: str | Path, kind: str | None = None) -> list[dict]:
