@@ -12,9 +12,10 @@ other settings.  ``--readme`` rewrites the text between ``<!-- results:<table> -
 ``<!-- /results:<table> -->``, so README tables are generated, never typed.
 
 Figures (``--figures``), from the exports and run directories:
-  grid         16 samples from the final export, fixed seed
+  grid         16 samples from the final export, fixed seed (a translator: held-out inputs above X→Y and Y→X)
   progression  the same noise through snapshots nearest epochs 10/50/100/200 (exports/step*.safetensors)
-  interp       slerp between fixed latents (GAN z, VAE z, DDPM initial noise with deterministic DDIM), PNG + GIF
+  interp       slerp between fixed latents (GAN z, VAE z, DDPM initial noise with deterministic DDIM), PNG + GIF;
+               not made for a translator (it has no latent)
   failures     the k generated samples whose nearest real image (feature space) is farthest, beside that image
   curves       training-time FID against epoch (stats.jsonl, kind 'fid') and loss curves, one figure per table
 """
@@ -139,11 +140,39 @@ def sample_kwargs(row: Row) -> dict:
 # Grid and progression
 # ---------------------------------------------------------------------------------------------
 
-def sample_grid(export, row: Row, path: Path, seed: int, n: int) -> Path:
-    from utils.images import save_grid
+def translation_pairs(export, n: int, direction: str = "xy") -> tuple[torch.Tensor, torch.Tensor]:
+    """A translator's first n held-out source images of ``direction`` and their translations (float, [-1, 1], CPU):
+    the same inputs, in the same order, that evaluate.py --mode translate scored."""
+    from evaluate import DIRECTIONS
+    from train_cyclegan import load_domains
+    from utils.data import to_float
 
-    images = export.model.sample(n, generator=fixed_generator(seed), **sample_kwargs(row))
-    return save_grid(images, path, nrow=math.ceil(math.sqrt(n)))
+    src = to_float(load_domains(export.train_config)[DIRECTIONS[direction][0]].heldout[:n])
+    device = next(export.model.parameters()).device
+    with torch.no_grad():
+        return src, export.model.translate(src.to(device), direction).float().cpu()
+
+
+def model_outputs(export, row: Row, n: int, seed: int) -> torch.Tensor:
+    """n images of the row's model for figures: fixed-seed samples, or a translator's X→Y translations."""
+    from evaluate import TRANSLATION_FAMILIES
+
+    if export.family in TRANSLATION_FAMILIES:
+        return translation_pairs(export, n)[1]
+    return export.model.sample(n, generator=fixed_generator(seed), **sample_kwargs(row))
+
+
+def sample_grid(export, row: Row, path: Path, seed: int, n: int) -> Path:
+    from evaluate import DIRECTIONS, TRANSLATION_FAMILIES
+    from utils.images import save_grid, save_png
+
+    if export.family in TRANSLATION_FAMILIES:  # rows: X inputs, X→Y, Y inputs, Y→X
+        k = max(1, math.ceil(n / 4))
+        pairs = [translation_pairs(export, k, d) for d in DIRECTIONS]
+        strips = [strip(images) for pair in pairs for images in pair]
+        labels = [lab for d in DIRECTIONS for lab in (f"{d[0].upper()} input", f"{d[0].upper()}→{d[1].upper()}")]
+        return save_png(labeled_rows(strips, labels), path)
+    return save_grid(model_outputs(export, row, n, seed), path, nrow=math.ceil(math.sqrt(n)))
 
 
 def list_snapshots(run_dir: Path | None, final_export: Path) -> list[dict]:
@@ -192,10 +221,10 @@ def progression_strip(row: Row, path: Path, seed: int, n: int, device) -> Path |
         return None
     strips, labels = [], []
     for s in chosen:
-        model = load_export(s["path"], device=device).model
-        strips.append(strip(model.sample(n, generator=fixed_generator(seed), **sample_kwargs(row))))
+        export = load_export(s["path"], device=device)
+        strips.append(strip(model_outputs(export, row, n, seed)))
         labels.append(snapshot_label(s))
-        del model
+        del export
     return save_png(labeled_rows(strips, labels), path)
 
 
@@ -319,35 +348,54 @@ def failure_modes(row: Row, export, extractor, out_png: Path, out_json: Path, *,
     from utils.export import atomic_write_json
     from utils.metrics import FIDEvaluator, generate_and_extract, pixels_sha256, reference_key
 
+    from evaluate import TRANSLATION_FAMILIES
+    from utils.data import to_uint8
+    from utils.metrics import extract_features
+
     m = row.metrics
     samples = m["samples"]
-    n = min(n, int(samples["n"]))
-    kw = sample_kwargs(row)
     model = export.model
-    # Same seed and block size as evaluate.py: these are exactly the first n evaluated samples.
-    gen = generate_and_extract(lambda num, g: model.sample(num, generator=g, **kw), n, extractor,
-                               block_size=int(samples.get("block_size") or 64), seed=int(samples.get("seed") or 0),
-                               device=device, keep_images=n)
-    real = reference_images(row, export)
     key = None
-    if isinstance(real, torch.Tensor):
-        key = reference_key(source=m["real"]["source"], split_sha256=m["real"]["split_sha256"],
-                            pixels_sha256=pixels_sha256(real), resolution=int(real.shape[-1]), n=len(real),
-                            extractor=extractor)
-        if key["pixels_sha256"] != m["real"].get("pixels_sha256"):
-            print(f"warning: {row.name}: the held-out images differ from those in its metrics.json "
-                  "(data changed since evaluation?)", file=sys.stderr)
+    if export.family in TRANSLATION_FAMILIES:
+        # X→Y translations of the first n held-out X images, against the Y held-out images evaluate.py used.
+        from train_cyclegan import load_domains
+
+        xy = m["translate"]["xy"]
+        n = min(n, int(xy["n_translated"]))
+        head = to_uint8(translation_pairs(export, n, "xy")[1].clamp(-1, 1))
+        features = extract_features(head, extractor, device=device)
+        real = load_domains(export.train_config)[1].heldout[:int(xy["real"]["n"])]
+        expected_sha = xy["real"].get("pixels_sha256")
+    else:
+        n = min(n, int(samples["n"]))
+        kw = sample_kwargs(row)
+        # Same seed and block size as evaluate.py: these are exactly the first n evaluated samples.
+        gen = generate_and_extract(lambda num, g: model.sample(num, generator=g, **kw), n, extractor,
+                                   block_size=int(samples.get("block_size") or 64), seed=int(samples.get("seed") or 0),
+                                   device=device, keep_images=n)
+        head, features = gen.head_images, gen.features
+        real = reference_images(row, export)
+        expected_sha = m["real"].get("pixels_sha256")
+        if isinstance(real, torch.Tensor):
+            key = reference_key(source=m["real"]["source"], split_sha256=m["real"]["split_sha256"],
+                                pixels_sha256=pixels_sha256(real), resolution=int(real.shape[-1]), n=len(real),
+                                extractor=extractor)
+    if isinstance(real, torch.Tensor) and pixels_sha256(real) != expected_sha:
+        print(f"warning: {row.name}: the reference images differ from those in its metrics.json "
+              "(data changed since evaluation?)", file=sys.stderr)
     ev = FIDEvaluator.from_images(extractor, real, device=device, cache_key=key, cache_dir=stats_cache)
-    dist, idx = nearest_real(gen.features, ev.real_features)
+    dist, idx = nearest_real(features, ev.real_features)
     worst = worst_samples(dist, min(k, n))
     real_u8 = as_uint8_tensor(real, int(model.resolution))
-    top = gen.head_images[torch.from_numpy(worst)]
+    top = head[torch.from_numpy(worst)]
     bottom = real_u8[torch.from_numpy(idx[worst])]
     save_png(make_grid_uint8(enlarge(torch.cat([top, bottom])), nrow=len(worst)), out_png)
     atomic_write_json(out_json, {
         "run": row.name, "extractor": extractor.describe(), "searched_samples": n, "seed": samples.get("seed"),
         "block_size": samples.get("block_size"), "num_real": len(real),
-        "note": "sample index i is evaluate.py's samples/{i:06d}.png for the same seed",
+        "note": ("sample index i is evaluate.py's samples/xy/{i:06d}.png (X→Y translation of held-out X image i)"
+                 if export.family in TRANSLATION_FAMILIES else
+                 "sample index i is evaluate.py's samples/{i:06d}.png for the same seed"),
         "failures": [{"sample_index": int(i), "nn_distance": float(dist[i]), "nearest_real_index": int(idx[i])}
                      for i in worst],
         "median_nn_distance": float(np.median(dist))})
@@ -542,7 +590,7 @@ def update_readme(readme: Path, tables: dict[str, list[Row]], out: Path, notes: 
     updated = []
     for name, rows in tables.items():
         link = Path(os.path.relpath((out / f"{name}.md").resolve(), readme.resolve().parent)).as_posix()
-        content = f"{table_body(TABLES[name], rows, notes)}\n\nFigures and CSV: [{link}]({link})."
+        content = f"#### {TABLES[name].title}\n\n{table_body(TABLES[name], rows, notes)}\n\nFigures and CSV: [{link}]({link})."
         text, found = replace_marked(text, name, content)
         if found:
             updated.append(name)

@@ -24,6 +24,7 @@ metrics.json, schema_version 1 (``utils.metrics.read_metrics`` validates it):
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.metadata
 import platform
 import sys
@@ -38,6 +39,7 @@ from utils.metrics import (FD_METHODS, FID_MODE, METRIC_NAMES, METRICS_SCHEMA_VE
                            distributed_extract,
                            generate_and_extract, inception_score, load_image_folder, lpips_diversity, not_computed,
                            pixels_sha256, reference_key, write_metrics)
+from utils.run import oom_message
 
 ALL_METRICS = ("fid", "kid", "pr", "is", "lpips", "params", "throughput")
 DEFAULT_N_REAL = 5000
@@ -107,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how many samples to save as PNG (default: all; 0 = none)")
     p.add_argument("--stats-cache", type=str, default=None,
                    help="reference-statistics cache (default $FACEGEN_CACHE/fid_stats or ~/.cache/facegen/fid_stats)")
+    p.add_argument("--mode", type=str, default="auto", choices=["auto", "sample", "translate"],
+                   help="sample: unconditional generation; translate: image-to-image (CycleGAN) held-out X→Y and "
+                        "Y→X, FID per direction against the other domain's held-out images; auto: by family")
+    p.add_argument("--class-samples", type=nonneg_int, default=None,
+                   help="ACGAN: generated images per class for per-class FID and classifier accuracy "
+                        "(default: num-samples / classes; 0 = skip)")
     p.add_argument("--cpu", action="store_true", help="run on CPU even if a GPU is available")
     return p
 
@@ -267,6 +275,12 @@ def run(args) -> dict | None:
         from utils.export import load_export
 
         export = load_export(args.ckpt, device=device)
+        mode = args.mode if args.mode != "auto" else ("translate" if export.family in TRANSLATION_FAMILIES else "sample")
+        if (mode == "translate") != (export.family in TRANSLATION_FAMILIES):
+            raise MetricsError(f"--mode {mode} does not fit a {export.family!r} export (translation families: "
+                               f"{', '.join(TRANSLATION_FAMILIES)}; use --mode auto)")
+        if mode == "translate":
+            return run_translate(args, acc, export, extractor, out_dir, save_n, t_start)
         kw = sample_kwargs(args, export.family)
         model = export.model
         if export.weights != "ema":
@@ -304,6 +318,8 @@ def run(args) -> dict | None:
                    "sample_kwargs": kw, "resolution": int(model.resolution), "saved_png": save_n,
                    "dir": str(sample_dir) if save_n else None}
     else:
+        if args.mode == "translate":
+            raise MetricsError("--mode translate needs --ckpt (a CycleGAN export)")
         fake_images, finfo = load_image_folder(args.fake_dir, limit=args.num_samples)
         t0 = time.perf_counter()
         fake_feats, logits = distributed_extract(fake_images, extractor, batch_size=args.batch_size, device=device,
@@ -333,23 +349,166 @@ def run(args) -> dict | None:
     metrics.update(ev.metrics(fake_feats, want=want, k=args.pr_k))
     metrics["inception_score"] = is_entry(args, logits, classifier)
     metrics["lpips_diversity"] = lpips_entry(args, head, device)
+    extra = {}
+    if export is not None and export.family == "acgan" and "fid" in args.metrics:
+        extra["per_class"] = per_class_entry(args, export, extractor, device)
     runtime["wall_seconds"] = time.perf_counter() - t_start
-    result = {
+    result = assemble(args, source, samples, {**ev.info, "n": len(real_images)}, extractor, metrics, runtime, extra)
+    write_metrics(out_dir / "metrics.json", result)
+    print(summary_line(result, out_dir))
+    return result
+
+
+def assemble(args, source, samples, real, extractor, metrics, runtime, extra=None) -> dict:
+    return {
         "schema_version": METRICS_SCHEMA_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": " ".join([Path(sys.argv[0]).name, *args.argv]),
         "fid_mode": FID_MODE,
         "source": source,
         "samples": samples,
-        "real": {**ev.info, "n": len(real_images)},
+        "real": real,
         "feature_extractor": extractor.describe(),
         "metrics": fill_metrics(metrics, args.metrics),
         "versions": versions(),
         "runtime": runtime,
+        **(extra or {}),
     }
+
+
+def per_class_entry(args, export, extractor, device) -> dict:
+    """ACGAN (seed 003): FID of each class's samples against that class's held-out images, and the accuracy of
+    an independent attribute classifier on generated images (train_acgan.evaluate_acgan)."""
+    from train_acgan import evaluate_acgan
+
+    classes = export.model.num_classes
+    n = args.class_samples if args.class_samples is not None else max(args.num_samples // classes, 2)
+    if n == 0:
+        return {"not_computed": "--class-samples 0"}
+    return evaluate_acgan(export, num_per_class=n, extractor=extractor, device=device, seed=args.seed,
+                          batch_size=args.batch_size)
+
+
+# ---------------------------------------------------------------------------------------------
+# Translation (CycleGAN, seed 001)
+# ---------------------------------------------------------------------------------------------
+
+TRANSLATION_FAMILIES = ("cyclegan",)
+DIRECTIONS = {"xy": (0, 1), "yx": (1, 0)}  # direction -> (source domain, target domain)
+
+
+def run_translate(args, acc, export, extractor, out_dir: Path, save_n: int, t_start: float) -> dict | None:
+    """Translate each domain's held-out images into the other and score them against that domain's held-out images.
+
+    Per direction: FID/KID/precision/recall of the translations, and the same FID for the untranslated inputs (the
+    baseline a translator must beat).  Top-level metrics are the mean over the two directions.  The held-out splits
+    are re-derived from the export's train_config exactly as train_cyclegan.py made them (never trained on).
+    """
+    from train_cyclegan import load_domains
+    from utils.data import DataError, to_float, to_uint8
+    from utils.images import save_png
+
+    device = acc.device
+    model = export.model.eval()
+    try:
+        domains = load_domains(export.train_config)
+    except DataError as e:
+        raise MetricsError(f"cannot rebuild the CycleGAN domains from the export's train_config: {e}") from None
+    want = [m for m in ("fid", "kid", "pr") if m in args.metrics]
+    directions, runtime = {}, {"device": str(device), "num_processes": acc.num_processes}
+    seconds = {"translate": 0.0}
+    for name, (a, b) in DIRECTIONS.items():
+        src, tgt = domains[a].heldout, domains[b].heldout
+        if args.n_real is not None:
+            tgt = tgt[:args.n_real]
+        src = src[:args.num_samples]
+        if len(src) < 2 or len(tgt) < 2:
+            raise MetricsError(f"{name}: needs ≥ 2 held-out images per domain (has {len(src)} → {len(tgt)})")
+        out_sub = out_dir / "samples" / name
+
+        def translate(block, direction=name):
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                y = model.translate(to_float(block.to(device)), direction, batch_size=args.batch_size)
+            y = to_uint8(y.clamp(-1, 1)).cpu()
+            seconds["translate"] += time.perf_counter() - t0
+            return y
+
+        def save_block(start, u8, out_sub=out_sub):
+            for i in range(min(len(u8), max(save_n - start, 0))):
+                save_png(u8[i].permute(1, 2, 0).numpy(), out_sub / f"{start + i:06d}.png")
+
+        if save_n and acc.is_main_process:
+            out_sub.mkdir(parents=True, exist_ok=True)
+            for old in out_sub.glob("[0-9][0-9][0-9][0-9][0-9][0-9].png"):
+                old.unlink()
+        acc.wait_for_everyone()
+        fake_feats, _ = distributed_extract(src, extractor, batch_size=args.batch_size, device=device,
+                                            accelerator=acc, transform=translate, on_block=save_block)
+        src_feats, _ = distributed_extract(src, extractor, batch_size=args.batch_size, device=device, accelerator=acc)
+        info = {k: domains[b].info.get(k) for k in ("source", "domain", "attr", "attr_value", "split_sha256")}
+        info.update(pixels_sha256=pixels_sha256(tgt), resolution=int(tgt.shape[-1]), split="heldout",
+                    heldout_size=len(domains[b].heldout))
+        key = reference_key(source=f"{info['source']}:{info['domain']}", split_sha256=info["split_sha256"],
+                            pixels_sha256=info["pixels_sha256"], resolution=info["resolution"], n=len(tgt),
+                            extractor=extractor)
+        ev = FIDEvaluator.from_images(extractor, tgt, device=device, batch_size=args.batch_size, cache_key=key,
+                                      cache_dir=args.stats_cache, accelerator=acc, info=info, fd_method=args.fd_method)
+        if acc.is_main_process:
+            directions[name] = {"source_domain": domains[a].info.get("domain"), "target_domain": info["domain"],
+                                "n_translated": len(src), "real": {**ev.info, "n": len(tgt)},
+                                "metrics": ev.metrics(fake_feats, want=want, k=args.pr_k),
+                                "untranslated_baseline": ev.metrics(src_feats, want=["fid"])["fid"] if "fid" in want
+                                else not_computed("not requested (--metrics)")}
+    if not acc.is_main_process:
+        return None
+
+    metrics = {}
+    for m in ("fid", "kid", "precision", "recall"):
+        if m in directions["xy"]["metrics"]:
+            vals = [directions[d]["metrics"][m]["value"] for d in DIRECTIONS]
+            metrics[m] = ({"value": float(np.mean(vals)), "aggregate": "mean of xy and yx (see translate)",
+                           "per_direction": dict(zip(DIRECTIONS, vals))} if None not in vals
+                          else not_computed(f"not computed for every direction: {dict(zip(DIRECTIONS, vals))}"))
+    metrics["inception_score"] = not_computed("translation model: scored by FID per direction, not IS")
+    metrics["lpips_diversity"] = not_computed("translation is deterministic (one output per input): no diversity")
+    if "params" in args.metrics:
+        metrics["params_generator"] = {"value": sum(p.numel() for p in model.parameters()),
+                                       "counted_from": "both generators (the export holds no discriminators)"}
+        metrics["params_total"] = {"value": sum(p.numel() for p in model.parameters())}
+        metrics["train_seconds"] = {"value": float(export.train_seconds), "from": "export metadata"}
+    n_total = sum(d["n_translated"] for d in directions.values())
+    if "throughput" in args.metrics:
+        metrics["sampling_throughput"] = {"value": n_total / max(seconds["translate"], 1e-9), "unit": "translations/s",
+                                          "batch_size": args.batch_size, "device": str(device),
+                                          "timed_on": "the main process's blocks"}
+    runtime.update(translate_seconds=seconds["translate"], wall_seconds=time.perf_counter() - t_start)
+    source = {"kind": "export", "path": str(Path(args.ckpt).resolve()), "sha256": file_sha256(args.ckpt),
+              "family": export.family, "step": export.step, "epoch": export.epoch, "weights": export.weights}
+    samples = {"n": n_total, "seed": None, "block_size": args.batch_size, "mode": "translate",
+               "seeding": "deterministic: every held-out image of each domain, in split order",
+               "sample_kwargs": {}, "resolution": int(model.resolution), "saved_png": save_n,
+               "dir": str(out_dir / "samples") if save_n else None}
+    names = [domains[i].info.get("domain") for i in (0, 1)]
+    real = {"source": f"{domains[0].info.get('source')} ({names[0]} ↔ {names[1]})", "split": "heldout",
+            "split_sha256": hashlib.sha256(" ".join(d["real"]["split_sha256"] for d in directions.values())
+                                           .encode()).hexdigest(),
+            "per_direction": "see translate.<direction>.real",
+            "n": sum(d["real"]["n"] for d in directions.values())}
+    result = assemble(args, source, samples, real, extractor, metrics, runtime, {"translate": directions})
     write_metrics(out_dir / "metrics.json", result)
-    print(summary_line(result, out_dir))
+    print(translate_summary(result, out_dir))
     return result
+
+
+def translate_summary(result: dict, out_dir: Path) -> str:
+    parts = []
+    for d, e in result["translate"].items():
+        fid, base = e["metrics"].get("fid", {}).get("value"), e["untranslated_baseline"].get("value")
+        parts.append(f"{e['source_domain']}→{e['target_domain']} FID "
+                     f"{'n/a' if fid is None else format(fid, '.3f')} (untranslated "
+                     f"{'n/a' if base is None else format(base, '.3f')}, {e['n_translated']} images)")
+    return " | ".join(parts) + f" [{result['feature_extractor']['name']}] -> {out_dir / 'metrics.json'}"
 
 
 def summary_line(result: dict, out_dir: Path) -> str:
@@ -376,6 +535,8 @@ def main(argv: list[str] | None = None) -> dict | None:
         return run(args)
     except (MetricsError, MetricsFileError, ExportError) as e:
         raise SystemExit(f"error: {e}") from None
+    except torch.cuda.OutOfMemoryError as e:
+        raise SystemExit(oom_message(e, f"lower --batch-size (now {args.batch_size})")) from None
 
 
 if __name__ == "__main__":

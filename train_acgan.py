@@ -30,6 +30,7 @@ from train_gan import LOSS_DEFAULTS, OPTIMIZERS, make_optimizer, mean_over_proce
 from utils.augment import PRESETS, build_augment
 from utils.checkpoint import Checkpointer, step_if_finite
 from utils.data import Batches, DataError, FaceData, face_data_from_args
+from utils import fastpath
 from utils.ema import EMA
 from utils.export import atomic_write_json, save_export
 from utils.fid_hook import TrainingFID
@@ -240,7 +241,7 @@ def fit_linear_probe(feats: torch.Tensor, labels: torch.Tensor, num_classes: int
     return lambda f: lin((f - mean) / std).argmax(1)
 
 
-def evaluate_acgan(export, *, num_per_class: int = 1000, extractor: str = "inception", weights: str | None = None,
+def evaluate_acgan(export, *, num_per_class: int = 1000, extractor="inception", weights: str | None = None,
                    device: str | torch.device = "cpu", seed: int = 0, batch_size: int = 64) -> dict:
     """Per-class FID and attribute-classifier accuracy on an ACGAN export's generated images.
 
@@ -255,14 +256,15 @@ def evaluate_acgan(export, *, num_per_class: int = 1000, extractor: str = "incep
         raise MetricsError(f"evaluate_acgan needs an 'acgan' export, got {export.family!r}")
     model = export.model.to(device).eval()
     lab = load_labelled_data(export.train_config)
-    ext = load_feature_extractor(extractor, weights=weights, device=device)
+    # ``extractor``: a name ('inception' | 'tiny') or an already loaded FeatureExtractor (evaluate.py passes its own).
+    ext = load_feature_extractor(extractor, weights=weights, device=device) if isinstance(extractor, str) else extractor
     feats = lambda imgs: torch.from_numpy(extract_features(imgs, ext, batch_size=batch_size, device=device))  # noqa: E731
     g = torch.Generator().manual_seed(seed)
     probe_idx = torch.randperm(len(lab.data.train), generator=g)[:PROBE_TRAIN_MAX]
     predict = fit_linear_probe(feats(lab.data.train[probe_idx]), lab.train_labels[probe_idx], model.num_classes)
     real_feats = feats(lab.data.heldout)
-    result = {"extractor": extractor, "num_per_class": num_per_class, "seed": seed, "attr": lab.attr,
-              "classifier": {"kind": f"linear probe on {extractor} features", "num_train": len(probe_idx),
+    result = {"extractor": ext.name, "num_per_class": num_per_class, "seed": seed, "attr": lab.attr,
+              "classifier": {"kind": f"linear probe on {ext.name} features", "num_train": len(probe_idx),
                              "heldout_real_accuracy": float((predict(real_feats) == lab.heldout_labels).float().mean())},
               "per_class": {}}
     correct = 0
@@ -318,6 +320,10 @@ def main(argv=None) -> None:
               f"discriminator {sum(p.numel() for p in D.parameters()) / 1e6:.2f}M params")
     opt_g, opt_d = make_optimizer(args, G.parameters(), args.lr_g), make_optimizer(args, D.parameters(), args.lr_d)
     ema = EMA(G, args.ema_decay).to(run.device)
+    if args.channels_last:  # after the EMA copy: the exported generator stays NCHW
+        fastpath.channels_last_(G), fastpath.channels_last_(D)
+    fastpath.compile_(G, args.compile)
+    fastpath.compile_(D, args.compile and args.loss != "wgan-gp")  # the penalty's double backward cannot be compiled
     G, D, opt_g, opt_d = acc.prepare(G, D, opt_g, opt_d)
 
     batches = LabelledBatches(data.train, lab.train_labels, args.batch_size, seed=args.seed, rank=acc.process_index,

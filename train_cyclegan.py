@@ -27,8 +27,9 @@ from models.cyclegan import (DISCRIMINATORS, GAN_LOSSES, CycleGAN, CycleGANConfi
                              config_dict, discriminator_loss, generator_losses)
 from utils.augment import PRESETS as AUG_PRESETS
 from utils.augment import build_augment
-from utils.checkpoint import Checkpointer, all_finite
+from utils.checkpoint import Checkpointer, all_finite, step_if_finite
 from utils.data import Batches, DataError, FaceData, face_data_from_args, to_float
+from utils import fastpath
 from utils.ema import EMA
 from utils.export import save_export
 from utils.images import save_grid
@@ -328,13 +329,17 @@ def main(argv=None):
     gens = CycleGAN(cfg).to(run.device)
     D_x, D_y = build_discriminator(cfg).to(run.device), build_discriminator(cfg).to(run.device)
     betas = (args.beta1, args.beta2)
-    opt_G = torch.optim.Adam(gens.parameters(), lr=args.lr, betas=betas)
-    opt_D = torch.optim.Adam([*D_x.parameters(), *D_y.parameters()], lr=args.lr, betas=betas)
+    opt_G = fastpath.make_optimizer(torch.optim.Adam, gens.parameters(), args.optimizer_impl, lr=args.lr, betas=betas)
+    opt_D = fastpath.make_optimizer(torch.optim.Adam, [*D_x.parameters(), *D_y.parameters()], args.optimizer_impl,
+                                    lr=args.lr, betas=betas)
     G_xy, G_yx = gens.G_xy, gens.G_yx
-    if args.compile:
-        G_xy, G_yx, D_x, D_y = (torch.compile(m) for m in (G_xy, G_yx, D_x, D_y))
+    for m in (G_xy, G_yx, D_x, D_y):  # in place: parameter names, hence checkpoints and exports, do not change
+        if args.channels_last:
+            fastpath.channels_last_(m)
+        fastpath.compile_(m, args.compile)
     G_xy, G_yx, D_x, D_y, opt_G, opt_D = acc.prepare(G_xy, G_yx, D_x, D_y, opt_G, opt_D)
     ema = EMA(gens, args.ema_decay)  # after prepare: DDP has broadcast rank 0's weights into `gens` in place
+    discriminators = nn.ModuleList([D_x, D_y])  # (only to list their gradients for the non-finite check)
     n_params = sum(p.numel() for p in gens.parameters()) / 1e6
     run.print(f"generators G_xy + G_yx: {n_params:.2f}M parameters; discriminators: {args.disc}")
 
@@ -390,19 +395,25 @@ def main(argv=None):
         snapshot = {k: (p.images, p.count) for k, p in pools.items()}
 
         # Generators (Zhu et al. 2017 eq. 3): fool both discriminators, cycle back, optionally stay identity.
+        # Each backward is followed by its own step: with fp16 the shared GradScaler changes its scale inside a
+        # step, so gradients must be unscaled by the scale they were made with.  The discriminators see detached
+        # fakes, so stepping G first changes nothing else.  step_if_finite skips an update whose gradients are
+        # non-finite even though its loss is finite (or that overflowed in fp16).
         with frozen(acc, D_x, D_y):
             loss_G, parts, fake_y, fake_x = generator_losses(G_xy, G_yx, D_x, D_y, x, y, **gan_kw)
-            acc.backward(loss_G)
+            ok = bool(all_finite(loss_G))
+            if ok:
+                acc.backward(loss_G)
+                ok = step_if_finite(acc, opt_G, gens)
         # Discriminators on real images and on the history of generated ones.
         loss_D_x = discriminator_loss(D_x, x, pools["x"].query(fake_x), args.gan_loss)
         loss_D_y = discriminator_loss(D_y, y, pools["y"].query(fake_y), args.gan_loss)
-        acc.backward(loss_D_x + loss_D_y)
-
-        ok = all_finite(loss_G, loss_D_x, loss_D_y)
-        if bool(ok):
-            opt_G.step()
-            opt_D.step()
-        else:  # keep non-finite fakes out of the history
+        if bool(all_finite(loss_D_x, loss_D_y)):
+            acc.backward(loss_D_x + loss_D_y)
+            ok = step_if_finite(acc, opt_D, discriminators) and ok
+        else:
+            ok = False
+        if not ok:  # keep non-finite fakes out of the history
             for k, (images, count) in snapshot.items():
                 pools[k].images, pools[k].count = images, count
         opt_G.zero_grad(set_to_none=True)

@@ -4,6 +4,7 @@
 # Domains: DATA_X/DATA_Y (two image folders) if both are set, else DATA (default synthetic) split by ATTR (default
 # Smiling, with ATTR_FILE for a folder source).
 # Usage: DATA_X=apples DATA_Y=oranges scripts/cyclegan_s001_patch.sh [extra train_cyclegan.py flags, e.g. --max-steps 20]
+# Ends with evaluate.py (translate mode: FID per direction); OUT = run parent (default runs), EVAL_ARGS = its extra flags.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ -n "${DATA_X:-}" && -n "${DATA_Y:-}" ]]; then
@@ -14,5 +15,5 @@ fi
 accelerate launch train_cyclegan.py "${DOMAINS[@]}" \
   --disc patch --gan-loss lsgan --cycle-weight 10 --pool-size 50 --lr 2e-4 --beta1 0.5 --beta2 0.999 \
   --gen-width 64 --gen-blocks 3 --disc-width 64 --resolution 64 --aug flip --max-steps 10000 \
-  --name cyclegan-s001-patch "$@"
-# evaluate: python evaluate.py --ckpt runs/cyclegan-s001-patch/export.safetensors --mode translate
+  --out "${OUT:-runs}" --name cyclegan-s001-patch "$@"
+[ -n "${SKIP_EVAL:-}" ] || python evaluate.py --ckpt "${OUT:-runs}/cyclegan-s001-patch/export.safetensors" ${EVAL_ARGS:-}

@@ -39,9 +39,12 @@ FAMILY_ARGS = {
     "ddpm": ["--base-channels", "16", "--layers-per-block", "1", "--sample-steps", "2", "--fid-sample-steps", "2",
              "--warmup-steps", "2", "--grid-samples", "4"],
     "acgan": ["--ngf", "8", "--ndf", "8", "--latent-dim", "16", "--grid-rows", "2", "--class-eval-samples", "8"],
+    # No training-time FID for a translator; 24 held-out images so each Smiling domain has enough to score.
+    "cyclegan": ["--gen-width", "8", "--disc-width", "8", "--gen-blocks", "1", "--grid-size", "4", "--fid-every", "0",
+                 "--n-real", "24"],
 }
 EVAL = "--num-samples 16 --batch-size 16 --feature-extractor tiny --n-real 8 --metrics fid,kid,pr,params --save-samples 0"
-EVAL_ARGS = {"gan": EVAL, "vae": EVAL, "acgan": EVAL, "ddpm": EVAL + " --sample-steps 2"}
+EVAL_ARGS = {"gan": EVAL, "vae": EVAL, "acgan": EVAL, "cyclegan": EVAL, "ddpm": EVAL + " --sample-steps 2"}
 
 # script stem -> (run name, family, compare.py table)
 ROWS = {
@@ -71,17 +74,18 @@ ROWS = {
     "gan_s004_lsgan": ("gan-s004-lsgan", "gan", "s004"),
     "gan_s004_wgan-clip": ("gan-s004-wgan-clip", "gan", "s004"),
     "stylegan_lite": ("stylegan-lite", "gan", "other"),
-    "acgan_smiling": ("acgan-smiling", "acgan", "other"),
+    "acgan_smiling": ("acgan-smiling", "acgan", "s003"),
+    "cyclegan_s001_dc": ("cyclegan-s001-dc", "cyclegan", "s001"),
+    "cyclegan_s001_patch": ("cyclegan-s001-patch", "cyclegan", "s001"),
+    "cyclegan_smiling": ("cyclegan-smiling", "cyclegan", "s001"),
 }
-# Scripts that are not table rows, or rows evaluate.py cannot score yet.
+# Scripts that are not table rows.
 NOT_ROWS = {
     "quickstart": "tested below at reduced size",
     "run_table": "runs the phase-2 rows below",
     "phase1_align": "MTCNN preprocessing (align_faces.py is tested in test_align.py)",
     "explore_latent": "a tool run on an export, not a table row",
-    "cyclegan_s001_dc": "image translation: evaluate.py has no translation mode yet",
-    "cyclegan_s001_patch": "image translation: evaluate.py has no translation mode yet",
-    "cyclegan_smiling": "image translation: evaluate.py has no translation mode yet",
+    "cpu_study": "runs the phase-5 rows at CPU scale (tested through those rows)",
 }
 # Row scripts whose trainer call does not pass --out "${OUT:-runs}" yet: there OUT redirects evaluate.py only, so
 # a smoke run must pass --out too (as run_row does). Remove a script from this set when it gains the flag.
@@ -196,7 +200,22 @@ def test_every_row_trains_and_evaluates(runs):
     _, out = runs
     for stem, (name, family, _) in ROWS.items():
         m = read_metrics(out / name / "export_eval" / "metrics.json")
-        assert m["source"]["family"] == family and m["samples"]["n"] == 16, stem
+        assert m["source"]["family"] == family, stem
+        if family == "cyclegan":  # every held-out image of each domain (≤ --num-samples) translated to the other
+            xy, yx = m["translate"]["xy"], m["translate"]["yx"]
+            assert m["samples"]["n"] == xy["n_translated"] + yx["n_translated"] and xy["n_translated"] >= 8, stem
+            # each direction's reference is the target domain's held-out images, capped by --n-real 8
+            assert xy["real"]["n"] == min(8, yx["n_translated"]) and yx["real"]["n"] == min(8, xy["n_translated"]), stem
+            for d in (xy, yx):
+                assert math.isfinite(d["metrics"]["fid"]["value"]) and math.isfinite(d["untranslated_baseline"]["value"])
+            assert m["metrics"]["fid"]["value"] == pytest.approx((xy["metrics"]["fid"]["value"]
+                                                                  + yx["metrics"]["fid"]["value"]) / 2)
+        else:
+            assert m["samples"]["n"] == 16, stem
+        if family == "acgan":  # per-class FID and classifier accuracy, 16 / 2 classes samples each
+            pc = m["per_class"]
+            assert set(pc["per_class"]) == {"not_Smiling", "Smiling"} and pc["num_per_class"] == 8, stem
+            assert 0 <= pc["classifier"]["generated_accuracy"] <= 1, stem
         assert m["feature_extractor"]["name"].startswith("tiny"), stem
         assert math.isfinite(m["metrics"]["fid"]["value"]) and m["metrics"]["fid"]["value"] >= 0, stem
         assert m["metrics"]["params_generator"]["value"] > 0, stem
@@ -227,13 +246,15 @@ def test_compare_builds_every_table(runs, env):
         assert {r["run"] for r in rows} == names, table
         assert all(math.isfinite(float(r["fid"])) for r in rows), table
         md = (res / f"{table}.md").read_text()
-        assert "16 generated samples per model" in md and "`tiny-random-conv-v1`" in md, table
+        what = "translated held-out images per model" if table == "s001" else "16 generated samples per model"
+        assert what in md and "`tiny-random-conv-v1`" in md, table
         assert md.count("\n| ") >= len(names) + 1, table
         assert (res / "figures" / f"{table}_fid.png").stat().st_size > 0, table
         assert (res / "figures" / f"{table}_losses.png").stat().st_size > 0, table
         for name in names:
             d = res / "figures" / name
-            for fig in ("grid.png", "progression.png", "interp.png", "interp.gif", "failures.png"):
+            latent = ("interp.png", "interp.gif") if table != "s001" else ()   # a translator has no latent to walk
+            for fig in ("grid.png", "progression.png", *latent, "failures.png"):
                 assert (d / fig).stat().st_size > 0, f"{name}/{fig}"
             assert len(json.loads((d / "failures.json").read_text())["failures"]) == 8
     # Phase 1 mixes reference sets (synthetic, RAW, ALIGNED): the minority settings are marked, by reference set.
@@ -252,7 +273,8 @@ def test_compare_builds_every_table(runs, env):
 
 
 def test_photo_rows_refuse_to_run_without_photos(env):
-    for stem in ("phase1_1B_full", "phase1_1B_aligned", "phase1_1D_aligned", "phase1_1D_combined", "phase1_align"):
+    for stem in ("phase1_1B_full", "phase1_1B_aligned", "phase1_1D_aligned", "phase1_1D_combined", "phase1_align",
+                 "cpu_study"):
         proc = subprocess.run(["bash", f"scripts/{stem}.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
                               timeout=30)
         assert proc.returncode == 2, stem

@@ -38,6 +38,7 @@ class TableSpec:
     title: str
     lead: tuple[str, ...]        # headers of the identifying columns
     blurb: str = ""
+    columns: tuple = ()          # (value key, header, format) of the metric columns; () = VALUE_COLUMNS
 
 
 TABLES = {
@@ -50,6 +51,25 @@ TABLES = {
     "phase5": TableSpec("phase5", "Phase 5A — cross-family comparison (best of each family, same data and "
                                   "resolution, 200 epochs)", ("Model",)),
     "s004": TableSpec("s004", "GAN objectives (seed 004): DCGAN vs LSGAN vs WGAN with weight clipping", ("Model",)),
+    "s001": TableSpec("s001", "Image translation (seed 001): CycleGAN", ("Model",),
+                      "Each domain's held-out images are translated into the other domain and scored against that "
+                      "domain's held-out images; 'untranslated' scores the inputs themselves, the baseline a "
+                      "translator must beat.",
+                      (("translate.xy.metrics.fid.value", "FID X→Y ↓", "{:.2f}"),
+                       ("translate.xy.untranslated_baseline.value", "untranslated X", "{:.2f}"),
+                       ("translate.yx.metrics.fid.value", "FID Y→X ↓", "{:.2f}"),
+                       ("translate.yx.untranslated_baseline.value", "untranslated Y", "{:.2f}"),
+                       ("kid", "KID ↓ (mean)", "{:.4f}"), ("precision", "Precision ↑ (mean)", "{:.3f}"),
+                       ("recall", "Recall ↑ (mean)", "{:.3f}"))),
+    "s003": TableSpec("s003", "Class-conditional GAN (seed 003): ACGAN", ("Model",),
+                      "Per-class FID: each class's samples against that class's held-out images.  Classifier: a "
+                      "linear probe on the same features, trained on real images; its accuracy on held-out real "
+                      "images is the ceiling for its accuracy on generated ones.",
+                      (("fid", "FID ↓", "{:.2f}"), ("per_class.mean_class_fid", "mean class FID ↓", "{:.2f}"),
+                       ("per_class.classifier.generated_accuracy", "class acc. (generated) ↑", "{:.3f}"),
+                       ("per_class.classifier.heldout_real_accuracy", "class acc. (real)", "{:.3f}"),
+                       ("kid", "KID ↓", "{:.4f}"), ("precision", "Precision ↑", "{:.3f}"),
+                       ("recall", "Recall ↑", "{:.3f}"))),
     "other": TableSpec("other", "Other runs", ("Run", "Family")),
 }
 TABLE_ORDER = tuple(TABLES)
@@ -69,11 +89,16 @@ STEP_LABELS = {
 }
 PHASE5_ROWS = {"gan": "Best GAN (2.4)", "vae": "Best VAE (3.3)", "ddpm": "Best DDPM (4.4)"}
 S004_ROWS = {"dcgan": "DCGAN", "lsgan": "LSGAN", "wgan-clip": "WGAN (weight clipping)"}
+S003_ROWS = {"smiling": "ACGAN on Smiling (BCE + class CE)"}
+S001_ROWS = {"s001-dc": "DCGAN discriminator", "s001-patch": "PatchGAN discriminator",
+             "smiling": "not smiling ↔ smiling (PatchGAN + identity loss)"}
 
 _PATTERNS = (
     ("phase1", re.compile(r"^phase1-(?P<key>1[A-D]-.+)$")),
     ("phase5", re.compile(r"^phase5-(?P<key>[a-z0-9]+)$")),
     ("s004", re.compile(r"^gan-s004-(?P<key>.+)$")),
+    ("s001", re.compile(r"^cyclegan-(?P<key>.+)$")),
+    ("s003", re.compile(r"^acgan-(?P<key>.+)$")),
     ("steps", re.compile(r"^(?P<family>gan|vae|ddpm)-(?P<key>[234]\.\d+)-.+$")),
 )
 
@@ -92,9 +117,10 @@ def classify(name: str, family: str | None = None) -> tuple[str, str, tuple[str,
         if table == "phase5":
             order = list(PHASE5_ROWS).index(key) if key in PHASE5_ROWS else len(PHASE5_ROWS)
             return "phase5", key, (PHASE5_ROWS.get(key, key),), (order, key)
-        if table == "s004":
-            order = list(S004_ROWS).index(key) if key in S004_ROWS else len(S004_ROWS)
-            return "s004", key, (S004_ROWS.get(key, key),), (order, key)
+        if table in ("s004", "s001", "s003"):
+            labels = {"s004": S004_ROWS, "s001": S001_ROWS, "s003": S003_ROWS}[table]
+            order = list(labels).index(key) if key in labels else len(labels)
+            return table, key, (labels.get(key, key),), (order, key)
         phase = f"phase{key.split('.')[0]}"
         major, minor = key.split(".")
         return phase, key, (key, STEP_LABELS.get(key, name)), (int(major), int(minor))
@@ -122,14 +148,23 @@ class Row:
     @property
     def short_label(self) -> str:
         """Row code + what it is, e.g. '2.1 DCGAN', '1A 128×128' (figure captions and legends)."""
-        return self.lead[0] if self.table in ("phase5", "s004", "other") else f"{self.lead[0]} {self.lead[-1]}"
+        return self.lead[0] if self.table in ("phase5", "s004", "s001", "s003", "other") else f"{self.lead[0]} {self.lead[-1]}"
 
     @property
     def family(self) -> str | None:
         return self.metrics["source"].get("family")
 
     def value(self, metric: str):
-        return self.metrics["metrics"][metric]["value"]
+        """A metric's value: a name in metrics.json's 'metrics', or a dotted path into the whole file for the
+        family-specific blocks ('translate.xy.metrics.fid.value', 'per_class.mean_class_fid'); None if absent."""
+        if "." not in metric:
+            return self.metrics["metrics"][metric]["value"]
+        node = self.metrics
+        for part in metric.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return None
+            node = node[part]
+        return node if isinstance(node, (int, float)) and not isinstance(node, bool) else None
 
 
 def metrics_file_for(path: Path) -> tuple[Path | None, str]:
@@ -259,7 +294,8 @@ def eval_settings(metrics: dict) -> dict:
     real, fe = metrics["real"], metrics["feature_extractor"]
     return {"num_samples": metrics["samples"]["n"], "real_source": real.get("source"), "split": real.get("split"),
             "split_sha256": real.get("split_sha256"), "num_real": real.get("n"),
-            "extractor": fe.get("name"), "extractor_sha256": fe.get("sha256"), "fid_mode": metrics["fid_mode"]}
+            "extractor": fe.get("name"), "extractor_sha256": fe.get("sha256"), "fid_mode": metrics["fid_mode"],
+            "mode": metrics["samples"].get("mode", "sample")}
 
 
 def settings_key(metrics: dict) -> tuple:
@@ -268,6 +304,11 @@ def settings_key(metrics: dict) -> tuple:
 
 def describe_settings(s: dict, seeds: list | None = None) -> str:
     seed = "" if not seeds else f" (seed {', '.join(str(x) for x in seeds)})"
+    if s.get("mode") == "translate":
+        return (f"{s['num_samples']} translated held-out images per model (both directions) vs {s['num_real']} "
+                f"held-out images of the target domains: `{s['real_source']}` (splits sha256 "
+                f"`{str(s['split_sha256'])[:12]}`); features `{s['extractor']}` (sha256 "
+                f"`{str(s['extractor_sha256'])[:12]}`), FID mode {s['fid_mode']}")
     return (f"{s['num_samples']} generated samples per model{seed} vs {s['num_real']} real images: "
             f"`{s['real_source']}` {s['split']} split (sha256 `{str(s['split_sha256'])[:12]}`); "
             f"features `{s['extractor']}` (sha256 `{str(s['extractor_sha256'])[:12]}`), FID mode {s['fid_mode']}")
@@ -336,7 +377,7 @@ def table_cells(row: Row, notes: dict) -> list[str]:
     src = row.metrics["source"]
     cells = [_md_escape(c) for c in row.lead]
     cells[0] = f"{cells[0]}{row.flag}"
-    cells += [fmt_value(row.value(m), spec) for m, _, spec in VALUE_COLUMNS]
+    cells += [fmt_value(row.value(m), spec) for m, _, spec in (TABLES[row.table].columns or VALUE_COLUMNS)]
     cells += [fmt_params(row.value("params_generator")), fmt_duration(row.value("train_seconds")),
               str(src.get("epoch", "")), f"{row.metrics['samples']['resolution']}²"]
     if notes:
@@ -346,7 +387,8 @@ def table_cells(row: Row, notes: dict) -> list[str]:
 
 def markdown_table(spec: TableSpec, rows: list[Row], notes: dict | None = None) -> str:
     notes = {r.name: notes[r.name] for r in rows if notes and r.name in notes}
-    header = [*spec.lead, *(h for _, h, _ in VALUE_COLUMNS), "Params (G)", "Train time", "Epochs", "Res."]
+    header = [*spec.lead, *(h for _, h, _ in (spec.columns or VALUE_COLUMNS)), "Params (G)", "Train time", "Epochs",
+              "Res."]
     if notes:
         header.append("Observed")
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]

@@ -25,7 +25,7 @@ import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -414,12 +414,21 @@ def _gather_outputs(accelerator, feats: list, logits: list, idx: list, dim: int,
 
 
 def distributed_extract(images, extractor: FeatureExtractor, *, batch_size: int = 64, device=None,
-                        classifier=None, accelerator=None) -> tuple[np.ndarray, np.ndarray | None]:
-    """``extract`` with batches split across processes and gathered in order: same numbers as one process."""
+                        classifier=None, accelerator=None,
+                        transform: Callable[[Any], torch.Tensor] | None = None,
+                        on_block: Callable[[int, Any], None] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """``extract`` with batches split across processes and gathered in order: same numbers as one process.
+
+    ``transform(block) -> uint8 images`` is applied to each block first (e.g. an image-to-image translation, so it
+    is split across processes too); ``on_block(start, block)`` sees the block that is measured (to save PNGs).
+    """
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
     feats, logits, idx = [], [], []
     for start, stop in my_blocks(len(images), batch_size, rank, world):
-        f, lg = extract(images[start:stop], extractor, batch_size=batch_size, device=device, classifier=classifier)
+        block = images[start:stop] if transform is None else transform(images[start:stop])
+        if on_block is not None:
+            on_block(start, block)
+        f, lg = extract(block, extractor, batch_size=batch_size, device=device, classifier=classifier)
         feats.append(torch.from_numpy(f))
         logits.append(torch.from_numpy(lg) if lg is not None else None)
         idx.append(torch.arange(start, stop))
