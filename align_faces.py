@@ -26,11 +26,13 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from utils.align import (TEMPLATES_128, AlignError, alignment_transform, detect_batch, load_mtcnn,
                          outside_fraction, reference_landmarks, resolve_device, warp_face)
 from utils.data import BadImage, DataError, list_images, read_image_rgb
 from utils.export import atomic_write_bytes, atomic_write_json
+from utils.run import oom_message
 
 MANIFEST = "manifest.jsonl"
 FAILURES = "failures.jsonl"
@@ -264,6 +266,10 @@ def main(argv=None) -> int:
         msg = str(e.code if isinstance(e, SystemExit) else e)
         print(msg if msg.startswith("error:") else f"error: {msg}", file=sys.stderr)
         return 2
+    except torch.cuda.OutOfMemoryError as e:
+        print(oom_message(e, f"lower --batch-size (now {args.batch_size}) or --max-side (now {args.max_side}); "
+                             f"finished images are recorded in {args.output}, re-run to resume"), file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"interrupted; finished images are recorded in {args.output}, re-run to resume", file=sys.stderr)
         return 130

@@ -42,7 +42,7 @@ FAMILIES = {
     "ddpm": ("train_ddpm.py", ["--base-channels", "16", "--layers-per-block", "1", "--attn-res", "",
                                "--sample-steps", "2", "--grid-samples", "2", "--warmup-steps", "2"]),
 }
-HOOKS = ("FACEGEN_TEST_SAVE_PAUSE", "FACEGEN_INJECT_NAN_AT")
+HOOKS = ("FACEGEN_TEST_SAVE_PAUSE", "FACEGEN_INJECT_NAN_AT", "FACEGEN_INJECT_OOM_AT")
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -334,6 +334,24 @@ def test_non_finite_steps_are_skipped_then_stop_with_a_good_checkpoint(nan_runs,
     for f in step3.glob("*.safetensors"):                                 # models, discriminator, EMA
         for k, t in tensors_of(f).items():
             assert torch.isfinite(t.float()).all(), f"{f.name}: {k} is not finite (a skipped update leaked)"
+
+
+# ------------------------------------------------------------------------------------------------ out of memory
+
+def test_out_of_memory_is_one_line_and_the_run_resumes(cache_dir, tmp_path):
+    """torch's CUDA OOM error (injected at the 4th batch, on CPU) ends the run with one line naming what to lower
+    and the checkpoint to continue from; --resume latest then finishes the run."""
+    cmd = family_cmd("ddpm", tmp_path, "oom", "--save-every", "2")
+    first = Proc(cmd, base_env(cache_dir, FACEGEN_INJECT_OOM_AT="3"), tmp_path / "logs", "first")
+    rc = first.wait()
+    err_lines = [line for line in first.stderr.splitlines() if line.strip()]
+    assert rc == 1 and "Traceback" not in first.stderr, first.stderr[-3000:]
+    assert err_lines[-1].startswith("error: out of memory: CUDA out of memory. Tried to allocate 2.00 GiB"), err_lines
+    assert "--batch-size 4 at 16x16" in err_lines[-1] and "lower --batch-size" in err_lines[-1]
+    assert "continue from checkpoint step-00000002 with the same command and --resume latest" in err_lines[-1]
+    assert latest_step(tmp_path / "oom") == 2
+    Proc([*cmd, "--resume", "latest"], base_env(cache_dir), tmp_path / "logs", "resumed").ok()
+    assert latest_step(tmp_path / "oom") == STEPS and train_steps(tmp_path / "oom")[-1] == STEPS
 
 
 # ------------------------------------------------------------------------------------------------ checkpoint dir (in-process)

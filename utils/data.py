@@ -403,7 +403,9 @@ class Batches:
 
     Test hook: ``FACEGEN_INJECT_NAN_AT=3,7`` makes the float batches at those stream positions
     (epoch·steps_per_epoch + batch index, 0-based) all NaN, so tests exercise the trainers' real
-    non-finite guards end to end.  Unset (always, outside tests) it costs nothing.
+    non-finite guards end to end.  ``FACEGEN_INJECT_OOM_AT=5`` raises torch's CUDA out-of-memory error when
+    the batch at that position is drawn (the out-of-memory path, on machines without a GPU).  Unset (always,
+    outside tests) they cost nothing.
     """
 
     def __init__(self, images: torch.Tensor, batch_size: int, *, seed: int = 0, rank: int = 0, world: int = 1,
@@ -421,6 +423,7 @@ class Batches:
         self.epoch, self.index = 0, 0
         self._perm = None
         self._nan_at = _positions_from_env("FACEGEN_INJECT_NAN_AT")
+        self._oom_at = _positions_from_env("FACEGEN_INJECT_OOM_AT")
 
     def _permutation(self) -> torch.Tensor:
         if self._perm is None or self._perm[0] != self.epoch:
@@ -439,8 +442,13 @@ class Batches:
     def next(self) -> torch.Tensor:
         """Next local batch as float in [-1, 1] on the device."""
         x = to_float(self.next_uint8())
-        if self._nan_at and self.epoch * self.steps_per_epoch + self.index - 1 in self._nan_at:
-            x.fill_(float("nan"))
+        if self._nan_at or self._oom_at:
+            position = self.epoch * self.steps_per_epoch + self.index - 1
+            if position in self._nan_at:
+                x.fill_(float("nan"))
+            if position in self._oom_at:
+                raise torch.cuda.OutOfMemoryError(f"CUDA out of memory. Tried to allocate 2.00 GiB "
+                                                  f"(injected by FACEGEN_INJECT_OOM_AT at batch {position})")
         return x
 
     def state_dict(self) -> dict:

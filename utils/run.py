@@ -204,6 +204,7 @@ def setup_run(args: argparse.Namespace, family: str, tag: str) -> Run:
     # Per-process seeds differ (rank offset) so that processes draw different noise, as DiT does.
     set_seed(args.seed + accelerator.process_index)
     run = Run(args, family, accelerator, run_dir)
+    install_oom_hook(run)
     run.pending_config = {"family": family, "command": " ".join(sys.argv), "num_processes": accelerator.num_processes,
                           **config_of(args)}
     if run.is_main:
@@ -216,6 +217,36 @@ def setup_run(args: argparse.Namespace, family: str, tag: str) -> Run:
               f"mixed precision {args.mixed_precision}")
     run.print(json.dumps(config_of(args), default=str))
     return run
+
+
+def oom_message(error: BaseException, advice: str) -> str:
+    """One line for an out-of-memory error: what ran out (the first line of torch's message) and what to change."""
+    first = (str(error).strip().splitlines() or ["out of memory"])[0]
+    return f"error: out of memory: {first[:160]}; {advice}"
+
+
+def install_oom_hook(run: "Run") -> None:
+    """An uncaught CUDA out-of-memory error ends a training process with one line instead of a traceback.
+
+    Nothing is lost (checkpoints are written atomically), so the line says what to lower and where the run can
+    continue from.  An excepthook rather than a try/except in every trainer: it sees an OOM raised anywhere in the
+    step, and leaves every other exception's traceback alone.
+    """
+    previous = sys.excepthook
+    args = run.args
+
+    def hook(kind, value, tb):
+        if not isinstance(value, torch.cuda.OutOfMemoryError):
+            return previous(kind, value, tb)
+        pointer = run.dir / "checkpoints" / "latest"
+        latest = pointer.read_text().strip() if pointer.is_file() else ""
+        where = (f"continue from checkpoint {latest} with the same command and --resume latest" if latest
+                 else "no checkpoint was written yet")
+        print(oom_message(value, f"--batch-size {args.batch_size} at {args.resolution}x{args.resolution} with "
+                                 f"--mixed-precision {args.mixed_precision} does not fit; lower --batch-size or use "
+                                 f"--mixed-precision bf16; {where}"), file=sys.stderr)
+
+    sys.excepthook = hook
 
 
 def refuse_to_overwrite(run_dir: Path) -> None:
