@@ -249,7 +249,8 @@ def test_compare_builds_every_table(runs, env):
         what = "translated held-out images per model" if table == "s001" else "16 generated samples per model"
         assert what in md and "`tiny-random-conv-v1`" in md, table
         assert md.count("\n| ") >= len(names) + 1, table
-        assert (res / "figures" / f"{table}_fid.png").stat().st_size > 0, table
+        if table != "s001":   # translators log no training-time FID (--fid-every 0), so they have no FID curve
+            assert (res / "figures" / f"{table}_fid.png").stat().st_size > 0, table
         assert (res / "figures" / f"{table}_losses.png").stat().st_size > 0, table
         for name in names:
             d = res / "figures" / name
