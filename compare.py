@@ -170,7 +170,7 @@ def sample_grid(export, row: Row, path: Path, seed: int, n: int) -> Path:
         k = max(1, math.ceil(n / 4))
         pairs = [translation_pairs(export, k, d) for d in DIRECTIONS]
         strips = [strip(images) for pair in pairs for images in pair]
-        labels = [lab for d in DIRECTIONS for lab in (f"{d[0].upper()} input", f"{d[0].upper()}→{d[1].upper()}")]
+        labels = [lab for d in DIRECTIONS for lab in (f"{d[0].upper()} input", f"{d[0].upper()} -> {d[1].upper()}")]
         return save_png(labeled_rows(strips, labels), path)
     return save_grid(model_outputs(export, row, n, seed), path, nrow=math.ceil(math.sqrt(n)))
 
