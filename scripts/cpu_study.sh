@@ -40,13 +40,13 @@ if (( failed )); then
   echo "error: a phase-5 row failed; see $OUT/phase5-*.log" >&2
   exit 1
 fi
-# The files the tables come from travel with them: RESULTS/runs/<row>/ holds each row's metrics.json, config.json
-# and stats.jsonl (`python compare.py RESULTS/runs/*/export_eval/metrics.json --figures none` rebuilds the tables).
+# The files the tables come from travel with them: RESULTS/rows/<row>/ holds each row's metrics.json, config.json
+# and stats.jsonl (`python compare.py RESULTS/rows/*/export_eval/metrics.json --figures none` rebuilds the tables).
 RESULTS=${RESULTS:-docs/results/cpu-study}
 for row in phase5-gan phase5-vae phase5-ddpm; do
-  mkdir -p "$RESULTS/runs/$row/export_eval"
-  cp "$OUT/$row/export_eval/metrics.json" "$RESULTS/runs/$row/export_eval/"
-  cp "$OUT/$row/config.json" "$OUT/$row/stats.jsonl" "$RESULTS/runs/$row/"
+  mkdir -p "$RESULTS/rows/$row/export_eval"
+  cp "$OUT/$row/export_eval/metrics.json" "$RESULTS/rows/$row/export_eval/"
+  cp "$OUT/$row/config.json" "$OUT/$row/stats.jsonl" "$RESULTS/rows/$row/"
 done
 # No failure-mode figures here: they show held-out CelebA photos beside the samples, and the results folder is
 # committed (CelebA's images may not be redistributed).  `python compare.py "$OUT" --out DIR` makes them locally.
