@@ -225,28 +225,35 @@ def oom_message(error: BaseException, advice: str) -> str:
     return f"error: out of memory: {first[:160]}; {advice}"
 
 
+_OOM_RUN: list = []  # the run the out-of-memory hook reports on (the latest setup_run of this process)
+
+
 def install_oom_hook(run: "Run") -> None:
     """An uncaught CUDA out-of-memory error ends a training process with one line instead of a traceback.
 
     Nothing is lost (checkpoints are written atomically), so the line says what to lower and where the run can
     continue from.  An excepthook rather than a try/except in every trainer: it sees an OOM raised anywhere in the
-    step, and leaves every other exception's traceback alone.
+    step, and leaves every other exception's traceback alone.  Installed once per process; later runs (trainers
+    called in-process) only replace the run it reports on.
     """
-    previous = sys.excepthook
-    args = run.args
+    if not _OOM_RUN:
+        previous = sys.excepthook
 
-    def hook(kind, value, tb):
-        if not isinstance(value, torch.cuda.OutOfMemoryError):
-            return previous(kind, value, tb)
-        pointer = run.dir / "checkpoints" / "latest"
-        latest = pointer.read_text().strip() if pointer.is_file() else ""
-        where = (f"continue from checkpoint {latest} with the same command and --resume latest" if latest
-                 else "no checkpoint was written yet")
-        print(oom_message(value, f"--batch-size {args.batch_size} at {args.resolution}x{args.resolution} with "
-                                 f"--mixed-precision {args.mixed_precision} does not fit; lower --batch-size or use "
-                                 f"--mixed-precision bf16; {where}"), file=sys.stderr)
+        def hook(kind, value, tb):
+            if not isinstance(value, torch.cuda.OutOfMemoryError):
+                return previous(kind, value, tb)
+            r = _OOM_RUN[0]
+            pointer = r.dir / "checkpoints" / "latest"
+            latest = pointer.read_text().strip() if pointer.is_file() else ""
+            where = (f"continue from checkpoint {latest} with the same command and --resume latest" if latest
+                     else "no checkpoint was written yet")
+            a = r.args
+            print(oom_message(value, f"--batch-size {a.batch_size} at {a.resolution}x{a.resolution} with "
+                                     f"--mixed-precision {a.mixed_precision} does not fit; lower --batch-size or "
+                                     f"use --mixed-precision bf16; {where}"), file=sys.stderr)
 
-    sys.excepthook = hook
+        sys.excepthook = hook
+    _OOM_RUN[:] = [run]
 
 
 def refuse_to_overwrite(run_dir: Path) -> None:
