@@ -22,8 +22,10 @@ Figures (``--figures``), from the exports and run directories:
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -140,14 +142,26 @@ def sample_kwargs(row: Row) -> dict:
 # Grid and progression
 # ---------------------------------------------------------------------------------------------
 
+@lru_cache(maxsize=4)
+def _heldout_domains(train_config_json: str) -> tuple[torch.Tensor, torch.Tensor]:
+    from train_cyclegan import load_domains
+
+    return tuple(d.heldout for d in load_domains(json.loads(train_config_json)))
+
+
+def heldout_domains(export) -> tuple[torch.Tensor, torch.Tensor]:
+    """A translator's held-out X and Y images (uint8), loaded once per training config: the grid, every snapshot of
+    the progression strip and the failure figure all use the same ones."""
+    return _heldout_domains(json.dumps(export.train_config, sort_keys=True, default=str))
+
+
 def translation_pairs(export, n: int, direction: str = "xy") -> tuple[torch.Tensor, torch.Tensor]:
     """A translator's first n held-out source images of ``direction`` and their translations (float, [-1, 1], CPU):
     the same inputs, in the same order, that evaluate.py --mode translate scored."""
     from evaluate import DIRECTIONS
-    from train_cyclegan import load_domains
     from utils.data import to_float
 
-    src = to_float(load_domains(export.train_config)[DIRECTIONS[direction][0]].heldout[:n])
+    src = to_float(heldout_domains(export)[DIRECTIONS[direction][0]][:n])
     device = next(export.model.parameters()).device
     with torch.no_grad():
         return src, export.model.translate(src.to(device), direction).float().cpu()
@@ -346,11 +360,9 @@ def failure_modes(row: Row, export, extractor, out_png: Path, out_json: Path, *,
     """Save the k samples farthest from every real image (top) above their nearest real images (bottom)."""
     from utils.images import make_grid_uint8, save_png
     from utils.export import atomic_write_json
-    from utils.metrics import FIDEvaluator, generate_and_extract, pixels_sha256, reference_key
-
     from evaluate import TRANSLATION_FAMILIES
     from utils.data import to_uint8
-    from utils.metrics import extract_features
+    from utils.metrics import FIDEvaluator, extract_features, generate_and_extract, pixels_sha256, reference_key
 
     m = row.metrics
     samples = m["samples"]
@@ -358,13 +370,11 @@ def failure_modes(row: Row, export, extractor, out_png: Path, out_json: Path, *,
     key = None
     if export.family in TRANSLATION_FAMILIES:
         # X→Y translations of the first n held-out X images, against the Y held-out images evaluate.py used.
-        from train_cyclegan import load_domains
-
         xy = m["translate"]["xy"]
         n = min(n, int(xy["n_translated"]))
         head = to_uint8(translation_pairs(export, n, "xy")[1].clamp(-1, 1))
         features = extract_features(head, extractor, device=device)
-        real = load_domains(export.train_config)[1].heldout[:int(xy["real"]["n"])]
+        real = heldout_domains(export)[1][:int(xy["real"]["n"])]
         expected_sha = xy["real"].get("pixels_sha256")
     else:
         n = min(n, int(samples["n"]))
@@ -376,11 +386,11 @@ def failure_modes(row: Row, export, extractor, out_png: Path, out_json: Path, *,
         head, features = gen.head_images, gen.features
         real = reference_images(row, export)
         expected_sha = m["real"].get("pixels_sha256")
-        if isinstance(real, torch.Tensor):
-            key = reference_key(source=m["real"]["source"], split_sha256=m["real"]["split_sha256"],
-                                pixels_sha256=pixels_sha256(real), resolution=int(real.shape[-1]), n=len(real),
-                                extractor=extractor)
-    if isinstance(real, torch.Tensor) and pixels_sha256(real) != expected_sha:
+    real_sha = pixels_sha256(real) if isinstance(real, torch.Tensor) else None
+    if real_sha is not None and export.family not in TRANSLATION_FAMILIES:
+        key = reference_key(source=m["real"]["source"], split_sha256=m["real"]["split_sha256"],
+                            pixels_sha256=real_sha, resolution=int(real.shape[-1]), n=len(real), extractor=extractor)
+    if real_sha is not None and real_sha != expected_sha:
         print(f"warning: {row.name}: the reference images differ from those in its metrics.json "
               "(data changed since evaluation?)", file=sys.stderr)
     ev = FIDEvaluator.from_images(extractor, real, device=device, cache_key=key, cache_dir=stats_cache)
