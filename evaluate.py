@@ -83,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="DDPM only: sampling steps (default: the model's)")
     p.add_argument("--eta", type=float, default=None,
                    help="DDPM only: DDIM eta (0 = deterministic; default: the model's)")
+    p.add_argument("--sample-precision", type=str, default=None, choices=["fp32", "bf16", "fp16"],
+                   help="DDPM only: UNet autocast while sampling (the DDIM update stays fp32). bf16 changes the "
+                        "samples slightly (docs/PERFORMANCE.md: mean |difference| per pixel) and is the fast path "
+                        "on GPUs and AMX CPUs; default fp32")
+    p.add_argument("--channels-last", action="store_true",
+                   help="DDPM only: sample with an NHWC UNet (speed; same maths up to convolution algorithms)")
     p.add_argument("--out", type=str, default=None,
                    help="output folder (default: <export stem>_eval/ beside the export, or <fake-dir>_eval/)")
     p.add_argument("--metrics", type=metric_list, default=list(ALL_METRICS),
@@ -139,8 +145,13 @@ def sample_kwargs(args, family: str) -> dict:
         kw["steps"] = args.sample_steps
     if args.eta is not None:
         kw["eta"] = args.eta
+    if args.sample_precision is not None:
+        kw["precision"] = args.sample_precision
+    if args.channels_last:
+        kw["channels_last"] = True
     if kw and family != "ddpm":
-        raise MetricsError(f"--sample-steps/--eta apply to ddpm exports only; this export is {family!r}")
+        raise MetricsError(f"--sample-steps/--eta/--sample-precision/--channels-last apply to ddpm exports only; "
+                           f"this export is {family!r}")
     return kw
 
 

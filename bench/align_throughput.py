@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from utils.align import align_face, detect_batch, load_mtcnn, resolve_device  # noqa: E402
 from utils.data import BadImage, list_images, read_image_rgb  # noqa: E402
 from utils.export import atomic_write_json  # noqa: E402
+from utils.fastpath import cpu_model  # noqa: E402
 
 MODES = ("stock-single", "stock-batched", "ours-single", "ours-batched")
 
@@ -60,14 +61,6 @@ def read_images(folder: str, limit: int) -> list[np.ndarray]:
         if len(images) == limit:
             break
     return images
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-    except OSError:
-        return platform.processor()
 
 
 def environment(device: torch.device) -> dict:

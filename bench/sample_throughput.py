@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
-import platform
+import os
+import shlex
 import statistics
 import sys
 import time
@@ -29,6 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from utils.export import atomic_write_json, load_export  # noqa: E402
+from utils.fastpath import cpu_description  # noqa: E402
 
 Sampler = Callable[[int, torch.Generator], torch.Tensor]   # (num, generator) -> num×3×R×R in [-1, 1]
 
@@ -52,13 +53,15 @@ PRESETS: dict[str, Callable[[str], torch.nn.Module]] = {"ddpm": ddpm_preset}
 
 
 def ddpm_variants(model, args, device) -> dict[str, Sampler]:
-    """Our loop with the GPU speed options, and diffusers' DDIMPipeline on the very same UNet and scheduler."""
+    """Our loop with the speed options (where the device computes bf16 in hardware), and diffusers' DDIMPipeline
+    on the very same UNet and scheduler."""
     from diffusers import DDIMPipeline
 
     pipe = DDIMPipeline(unet=model.unet, scheduler=model.ddim_scheduler())
     pipe.set_progress_bar_config(disable=True)
     out: dict[str, Sampler] = {}
-    if device.type == "cuda":
+    from utils.fastpath import bf16_is_native
+    if bf16_is_native(device):  # GPUs, and CPUs with AMX / AVX512-BF16 (oneDNN's bf16 convolutions want NHWC)
         fast = copy.deepcopy(model)  # channels_last converts the UNet in place; keep the fp32 variants' layout
         out["sample bf16+channels_last"] = lambda n, g: fast.sample(n, generator=g, steps=args.steps, eta=args.eta,
                                                                      batch_size=n, precision="bf16",
@@ -84,8 +87,8 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_once(fn: Sampler, num: int, seed: int, device: torch.device) -> tuple[float, float]:
-    """Wall seconds and this process's CPU seconds (all threads) for one call."""
+def time_once(fn: Sampler, num: int, seed: int, device: torch.device) -> tuple[float, float, torch.Tensor]:
+    """Wall seconds and this process's CPU seconds (all threads) for one call, and its images (on the CPU)."""
     g = torch.Generator().manual_seed(seed)  # CPU generator: every variant starts from the same noise
     sync(device)
     t0, c0 = time.perf_counter(), time.process_time()
@@ -94,21 +97,33 @@ def time_once(fn: Sampler, num: int, seed: int, device: torch.device) -> tuple[f
     dt, dc = time.perf_counter() - t0, time.process_time() - c0
     if x.shape[0] != num:
         raise RuntimeError(f"sampler returned {x.shape[0]} images, expected {num}")
-    return dt, dc
+    return dt, dc, x.float().cpu()
+
+
+REFERENCE = "sample (fp32)"
 
 
 def bench(variants: dict[str, Sampler], num: int, repeats: int, device: torch.device,
-          warmup: bool = True) -> dict[str, list[tuple[float, float]]]:
+          warmup: bool = True) -> tuple[dict[str, list[tuple[float, float]]], dict[str, list[float]]]:
+    """Per variant: (wall s, CPU s) of each timed round, and the mean |difference| in [-1, 1] pixel units from the
+    fp32 reference's images in the same round (same seed, hence the same starting noise): what a speed option
+    does to the samples themselves."""
     if warmup:  # kernels, cuDNN autotuning, allocator
         for fn in variants.values():
             time_once(fn, num, 0, device)
     times = {name: [] for name in variants}
+    diffs = {name: [] for name in variants if name != REFERENCE}
     for r in range(repeats):
         # Alternate the order each round so neither variant always runs right after the other.
         names = list(variants) if r % 2 == 0 else list(reversed(variants))
+        images = {}
         for name in names:
-            times[name].append(time_once(variants[name], num, r + 1, device))
-    return times
+            dt, dc, images[name] = time_once(variants[name], num, r + 1, device)
+            times[name].append((dt, dc))
+        if REFERENCE in images:
+            for name in diffs:
+                diffs[name].append((images[name] - images[REFERENCE]).abs().mean().item())
+    return times, diffs
 
 
 def parse_args(argv=None):
@@ -151,14 +166,14 @@ def main(argv=None) -> dict:
         model = PRESETS[family](args.preset).to(device).eval()
     torch.backends.cudnn.benchmark = True
     kw = sample_kwargs(family, args)
-    variants: dict[str, Sampler] = {"sample (fp32)": lambda n, g: model.sample(n, generator=g, **kw)}
+    variants: dict[str, Sampler] = {REFERENCE: lambda n, g: model.sample(n, generator=g, **kw)}
     if family in EXTRA_VARIANTS:
         variants.update(EXTRA_VARIANTS[family](model, args, device))
 
-    times = bench(variants, args.batch, args.repeats, device, args.warmup)
+    times, diffs = bench(variants, args.batch, args.repeats, device, args.warmup)
     params = sum(p.numel() for p in model.parameters())
     hw = torch.cuda.get_device_name(device) if device.type == "cuda" else \
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+        f"{cpu_description()}, {torch.get_num_threads()} threads"
     steps_text = f", DDIM-{args.steps} η={args.eta}" if family == "ddpm" else ""
     print(f"{label}: {params / 1e6:.2f}M params, {model.resolution}², batch {args.batch}{steps_text}, "
           f"{device.type} ({hw}); median of {args.repeats}")
@@ -168,10 +183,13 @@ def main(argv=None) -> dict:
         cpu = statistics.median(c for _, c in ts)
         results[name] = {"seconds": [t for t, _ in ts], "cpu_seconds": [c for _, c in ts], "median_s": med,
                          "median_cpu_s": cpu, "images_per_s": args.batch / med}
+        if diffs.get(name):
+            results[name]["mean_abs_diff_vs_fp32"] = max(diffs[name])  # worst round; pixels in [-1, 1]
         per_step = f"  {1000 * med / args.steps:7.1f} ms/step" if family == "ddpm" else ""
         # On a shared CPU the process's CPU time is the steadier figure (wall time includes other jobs' load).
         cpu_text = f"  [CPU time {cpu:7.3f} s/batch]" if device.type == "cpu" else ""
-        print(f"  {name:28s} {args.batch / med:9.3f} img/s  ({med:7.3f} s/batch){per_step}{cpu_text}")
+        diff_text = f"  |x - fp32| {max(diffs[name]):.4f}" if diffs.get(name) else ""
+        print(f"  {name:28s} {args.batch / med:9.3f} img/s  ({med:7.3f} s/batch){per_step}{cpu_text}{diff_text}")
     ref = results.get("diffusers DDIMPipeline")
     if ref:
         for name, r in results.items():
@@ -179,7 +197,10 @@ def main(argv=None) -> dict:
                 print(f"  speed-up of {name!r} over DDIMPipeline: {r['images_per_s'] / ref['images_per_s']:.2f}x")
     report = {"label": label, "family": family, "device": str(device), "hardware": hw, "batch": args.batch,
               "steps": args.steps if family == "ddpm" else None, "eta": args.eta, "params": params,
-              "resolution": model.resolution, "torch": torch.__version__, "results": results}
+              "resolution": model.resolution, "torch": torch.__version__, "results": results,
+              "diff_kind": "mean |x - x_fp32| over pixels in [-1, 1], same starting noise; worst timed round",
+              "command": "python " + " ".join(shlex.quote(a) for a in [str(Path(sys.argv[0]))] + sys.argv[1:]),
+              "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
     if args.out:
         atomic_write_json(args.out, report)
     return report

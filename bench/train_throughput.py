@@ -2,6 +2,7 @@
 
     python bench/train_throughput.py --family ddpm --preset 4.1                 # GPU: 64², batch 64, bf16 + compile
     python bench/train_throughput.py --family gan --preset 2.1 --device cpu     # CPU: 32², batch 16, widths / 4
+    python bench/train_throughput.py --family gan --preset 2.1 --device cpu --size full --batch-size 16  # full widths
 
 Both loops train the SAME networks (built by the trainers' own builders from the preset's flags, same seed) with
 the SAME loss functions (imported from the trainers / models, not re-implemented).  They differ only in how
@@ -12,9 +13,9 @@ the step is driven:
   fp32 (or ``--textbook-precision fp16``: autocast + GradScaler, the "mixed" row), the optimizer's default
   implementation, a host copy of the loss (``loss.item()``) every step, a per-parameter EMA loop.
 * ours: the uint8 set held on the device and sliced per step (utils.data.Batches), batched on-device
-  augmentation (utils.augment), Accelerate autocast (bf16 on GPUs), channels_last, fused/foreach optimizers
-  and torch.compile (utils.fastpath), no host sync in the step except the one the trainers need to skip
-  non-finite steps.  GAN: the trainer's own ``critic_update``/``generator_update``.  VAE and DDPM: their step
+  augmentation (utils.augment), Accelerate autocast (bf16 where the hardware computes it: GPUs, AMX CPUs),
+  channels_last, fused/foreach optimizers and torch.compile (utils.fastpath), no host sync in the step except
+  the one the trainers need to skip non-finite steps.  GAN: the trainer's own ``critic_update``/``generator_update``.  VAE and DDPM: their step
   is inline in ``main()``; the bench runs the same statements built from the trainers' functions
   (``vae_update``; ``diffusion_loss``/``lr_at``).
 
@@ -134,9 +135,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--textbook-precision", type=str, default="fp32", choices=["fp32", "fp16"],
                    help="fp16 = autocast + GradScaler (the 'mixed' textbook row)")
     p.add_argument("--precision", type=str, default="auto", choices=["auto", "no", "bf16", "fp16"],
-                   help="our loop's --mixed-precision (auto: bf16 on CUDA, no on CPU)")
+                   help="our loop's --mixed-precision (auto: bf16 where the device computes it in hardware: CUDA, "
+                        "and CPUs with AMX/AVX512-BF16 at --size full; else no)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="our loop in NHWC (default: on for CUDA, off for CPU)")
+                   help="our loop in NHWC (default: on for CUDA and for bf16 on CPU, where oneDNN's bf16 "
+                        "convolutions want NHWC; off for fp32 on CPU)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile our loop's modules as the trainers do (default: on for CUDA, off for CPU)")
     p.add_argument("--optimizer-impl", type=str, default="auto", choices=fastpath.OPTIMIZER_IMPLS,
@@ -172,9 +175,25 @@ def resolve(args) -> None:
     args.resolution = args.resolution or size["resolution"]
     args.steps = args.steps or (20 if gpu else 3)
     args.warmup = args.warmup if args.warmup is not None else (10 if gpu else 1)
-    args.precision = args.precision if args.precision != "auto" else ("bf16" if gpu else "no")
-    args.channels_last = gpu if args.channels_last is None else args.channels_last
+    # bf16 where the device computes it in hardware.  On a CPU only at full widths, so that the CPU size compares the
+    # two loops at the same precision (fp32): it isolates the data path, optimizer kernels and syncs.  Narrow
+    # convolutions gain little from bf16 anyway (ddpm 4.1 at the CPU size: 1.28x over the textbook loop in fp32,
+    # 0.90x in bf16; the VGG-heavy vae 3.2 gains: 1.21x vs 2.25x).
+    args.precision = args.precision if args.precision != "auto" else \
+        ("bf16" if fastpath.bf16_is_native(args.device) and (gpu or args.size == "full") else "no")
+    if args.channels_last is None:
+        args.channels_last = gpu or args.precision == "bf16"
     args.compile = gpu if args.compile is None else args.compile
+
+
+def default_name(args) -> str:
+    """train_throughput_<family>_<preset>_<device>[_<size>-b<batch>].json; the suffix only off the device's default
+    size, so a CPU run at the row's full widths does not replace the CPU-sized one."""
+    default = SIZES["full" if args.device == "cuda" else "cpu"]
+    suffix = "" if (args.size == ("full" if args.device == "cuda" else "cpu") and args.batch_size == default["batch"]
+                    and args.width_div == (1 if args.device == "cuda" else CPU_WIDTH_DIV[args.family])) \
+        else f"_{args.size}-b{args.batch_size}"
+    return f"train_throughput_{args.family}_{args.preset}_{args.device}{suffix}.json"
 
 
 def trainer_flags(args) -> list[str]:
@@ -580,7 +599,7 @@ def summarise(rounds: list[dict], n: int, batch: int, flops: int, peak: float | 
 def hardware(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+    return f"{fastpath.cpu_description()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
 
 
 def versions() -> dict:
@@ -665,8 +684,7 @@ def main(argv=None) -> dict:
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None, "note": args.note,
     }
     print_report(report)
-    out = Path(args.out) if args.out else ROOT / "docs" / "results" / \
-        f"train_throughput_{args.family}_{args.preset}_{device.type}.json"
+    out = Path(args.out) if args.out else ROOT / "docs" / "results" / default_name(args)
     atomic_write_json(out, report)
     print(f"wrote {out}")
     return report

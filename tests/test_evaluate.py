@@ -185,9 +185,9 @@ def test_ddpm_options_reach_the_sampler(setup, monkeypatch, tmp_path):
     argv = ["--ckpt", export, "--real", real, "--num-samples", 8, "--batch-size", 8, "--metrics", "fid",
             "--feature-extractor", "tiny"]
     plain = run_eval([*argv, "--out", tmp_path / "plain"], monkeypatch, tmp_path / "cache")
-    opts = run_eval([*argv, "--out", tmp_path / "opts", "--sample-steps", 1, "--eta", 0], monkeypatch,
-                    tmp_path / "cache")
-    assert opts["samples"]["sample_kwargs"] == {"steps": 1, "eta": 0.0}
+    opts = run_eval([*argv, "--out", tmp_path / "opts", "--sample-steps", 1, "--eta", 0, "--sample-precision", "bf16",
+                     "--channels-last"], monkeypatch, tmp_path / "cache")
+    assert opts["samples"]["sample_kwargs"] == {"steps": 1, "eta": 0.0, "precision": "bf16", "channels_last": True}
     assert opts["metrics"]["fid"]["value"] != plain["metrics"]["fid"]["value"]
 
 

@@ -169,6 +169,27 @@ def test_optimizer_impl_selection():
         fastpath.make_optimizer(torch.optim.RMSprop, p, "fused")
 
 
+@pytest.mark.parametrize("amx,avx512_bf16", [(False, False), (True, False), (False, True)])
+def test_bf16_choice_follows_the_cpu(amx, avx512_bf16, monkeypatch):
+    """bf16 is the bench's default only where the CPU computes it (AMX or AVX512-BF16) and only at full widths (the
+    CPU size's narrow convolutions are faster in fp32); channels_last goes with it, and a full-width CPU run is
+    written beside, not over, the CPU-sized result."""
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    native = amx or avx512_bf16
+    assert fastpath.bf16_is_native("cpu") is native
+    assert fastpath.bf16_is_native("meta") is False
+    small = B.parse_args(["--family", "ddpm", "--preset", "4.1", "--device", "cpu"])
+    B.resolve(small)
+    assert (small.precision, small.channels_last, small.compile, small.width_div) == ("no", False, False, 8)
+    assert B.default_name(small) == "train_throughput_ddpm_4.1_cpu.json"
+    full = B.parse_args(["--family", "gan", "--preset", "2.1", "--device", "cpu", "--size", "full", "--batch-size", "16"])
+    B.resolve(full)
+    assert (full.precision, full.channels_last) == (("bf16", True) if native else ("no", False))
+    assert (full.resolution, full.width_div, full.compile) == (None, 1, False)
+    assert B.default_name(full) == "train_throughput_gan_2.1_cpu_full-b16.json"
+
+
 def script_flags(path: Path) -> list[str]:
     """The trainer flags of a results-table script (its `accelerate launch train_x.py ...` command)."""
     text = path.read_text().replace("\\\n", " ")

@@ -35,9 +35,9 @@ class ToyGAN(nn.Module):
 
     @torch.no_grad()
     def sample(self, num: int, *, generator: torch.Generator | None = None, steps: int | None = None,
-               eta: float | None = None) -> torch.Tensor:
-        """``steps``/``eta`` mimic DDPM's options (tests register this module as 'ddpm' to see them passed):
-        ``steps`` dims the output so that passing it visibly changes the samples."""
+               eta: float | None = None, precision: str = "fp32", channels_last: bool = False) -> torch.Tensor:
+        """``steps``/``eta``/``precision``/``channels_last`` mimic DDPM's options (tests register this module as
+        'ddpm' to see them passed): ``steps`` dims the output so that passing it visibly changes the samples."""
         scale = 1.0 if steps is None else steps / (steps + 1)
         # Noise on the generator's device (CPU when None), then moved: the convention of models/gan.py.
         z = torch.randn(num, self.generator.z_dim, generator=generator,

@@ -12,7 +12,9 @@ option                 numerics
                        optimizer and device support it, else foreach.
 ``--mixed-precision``  bf16 autocast changes numerics (8-bit mantissa in matmuls/convs): losses agree with fp32
                        to ~1e-2 relative per step; trainers keep losses, KL, the gradient penalty and the DDIM
-                       update in fp32.  fp16 adds a GradScaler (skipped steps on overflow).
+                       update in fp32.  fp16 adds a GradScaler (skipped steps on overflow).  bf16 is a speed-up
+                       where the hardware computes in it (``bf16_is_native``): Ampere+ GPUs, and CPUs with AMX
+                       or AVX512-BF16 (docs/PERFORMANCE.md has the CPU figures); elsewhere it is emulated.
 ``--compile``          torch.compile (Inductor) fuses kernels; same maths up to float reassociation (~1e-6).
                        Off by default: the first steps pay the compilation (tens of seconds to minutes).
 =====================  ========================================================================================
@@ -82,6 +84,38 @@ def describe_optimizer(opt: torch.optim.Optimizer) -> str:
     g = opt.param_groups[0]
     kind = "fused" if g.get("fused") else ("foreach" if g.get("foreach") else "for-loop")
     return f"{type(opt).__name__} ({kind})"
+
+
+# ---------------------------------------------------------------------------------------------- precision
+
+def bf16_is_native(device: torch.device | str) -> bool:
+    """Whether ``device`` computes bf16 matmuls/convolutions in hardware, so bf16 autocast is a speed-up and not
+    an emulation: CUDA GPUs with bf16 (Ampere and later); CPUs with AMX tiles (Intel Xeon 4th gen and later) or
+    AVX512-BF16 (e.g. AMD Zen 4), which oneDNN uses for bf16 convolutions."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if dev.type != "cpu":
+        return False
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    return any(probe() for probe in probes if probe is not None)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo; elsewhere platform.processor()), for benchmark records."""
+    import platform
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        return platform.processor()
+
+
+def cpu_description() -> str:
+    """'<model name>, bf16 native' or '<model name>': what a CPU benchmark figure was measured on."""
+    import platform
+    name = cpu_model() or platform.machine()
+    return f"{name}, bf16 native" if bf16_is_native("cpu") else name
 
 
 # ---------------------------------------------------------------------------------------------- memory format
