@@ -15,9 +15,9 @@ the step is driven:
 * ours: the uint8 set held on the device and sliced per step (utils.data.Batches), batched on-device
   augmentation (utils.augment), Accelerate autocast (bf16 where the hardware computes it: GPUs, AMX CPUs),
   channels_last, fused/foreach optimizers and torch.compile (utils.fastpath), no host sync in the step except
-  the one the trainers need to skip non-finite steps.  GAN: the trainer's own ``critic_update``/``generator_update``.  VAE and DDPM: their step
-  is inline in ``main()``; the bench runs the same statements built from the trainers' functions
-  (``vae_update``; ``diffusion_loss``/``lr_at``).
+  the one the trainers need to skip non-finite steps.  GAN: the trainer's own ``critic_update``/
+  ``generator_update``.  VAE and DDPM: their step is inline in ``main()``; the bench runs the same statements
+  built from the trainers' functions (``vae_update``; ``diffusion_loss``/``lr_at``).
 
 A "step" is one generator/VAE/UNet update (GAN: after --n-critic critic updates, each on its own batch), so
 images/s = steps × batch / s is what the trainers log.  FLOPs per step are counted once with
@@ -176,9 +176,9 @@ def resolve(args) -> None:
     args.steps = args.steps or (20 if gpu else 3)
     args.warmup = args.warmup if args.warmup is not None else (10 if gpu else 1)
     # bf16 where the device computes it in hardware.  On a CPU only at full widths, so that the CPU size compares the
-    # two loops at the same precision (fp32): it isolates the data path, optimizer kernels and syncs.  Narrow
-    # convolutions gain little from bf16 anyway (ddpm 4.1 at the CPU size: 1.28x over the textbook loop in fp32,
-    # 0.90x in bf16; the VGG-heavy vae 3.2 gains: 1.21x vs 2.25x).
+    # two loops at the same precision (fp32): it isolates the data path, optimizer kernels and syncs.  (At the CPU
+    # size bf16 helps some rows and hurts others: ddpm 4.1 1.13x in fp32 vs 0.90x in bf16, the VGG-heavy vae 3.2
+    # 1.06x vs 2.25x; docs/results/logs/run_all_cpu_train_2026-12-02.log has the bf16 runs.)
     args.precision = args.precision if args.precision != "auto" else \
         ("bf16" if fastpath.bf16_is_native(args.device) and (gpu or args.size == "full") else "no")
     if args.channels_last is None:
@@ -189,10 +189,9 @@ def resolve(args) -> None:
 def default_name(args) -> str:
     """train_throughput_<family>_<preset>_<device>[_<size>-b<batch>].json; the suffix only off the device's default
     size, so a CPU run at the row's full widths does not replace the CPU-sized one."""
-    default = SIZES["full" if args.device == "cuda" else "cpu"]
-    suffix = "" if (args.size == ("full" if args.device == "cuda" else "cpu") and args.batch_size == default["batch"]
-                    and args.width_div == (1 if args.device == "cuda" else CPU_WIDTH_DIV[args.family])) \
-        else f"_{args.size}-b{args.batch_size}"
+    size = "full" if args.device == "cuda" else "cpu"
+    default = (size, SIZES[size]["batch"], 1 if size == "full" else CPU_WIDTH_DIV[args.family])
+    suffix = "" if (args.size, args.batch_size, args.width_div) == default else f"_{args.size}-b{args.batch_size}"
     return f"train_throughput_{args.family}_{args.preset}_{args.device}{suffix}.json"
 
 
