@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from utils.align import align_face, detect_batch, load_mtcnn, resolve_device  # noqa: E402
 from utils.data import BadImage, list_images, read_image_rgb  # noqa: E402
 from utils.export import atomic_write_json  # noqa: E402
-from utils.fastpath import cpu_model  # noqa: E402
+from utils.fastpath import bench_invocation, cpu_model  # noqa: E402
 
 MODES = ("stock-single", "stock-batched", "ours-single", "ours-batched")
 
@@ -140,7 +140,7 @@ def main(argv=None) -> int:
             times[mode].append(time.perf_counter() - start)
     rates = {m: len(images) / statistics.median(t) for m, t in times.items()}
     result = {
-        "command": " ".join([Path(sys.executable).name] + sys.argv),
+        "command": bench_invocation()["command"],
         "num_images": len(images), "image_sizes": sorted({f"{im.shape[1]}x{im.shape[0]}" for im in images}),
         "batch_size": args.batch_size, "out_size": args.size, "repeats": args.repeats,
         "images_per_s": {m: round(r, 2) for m, r in rates.items()},

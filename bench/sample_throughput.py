@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
-import shlex
 import statistics
 import sys
 import time
@@ -29,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from utils.export import atomic_write_json, load_export  # noqa: E402
-from utils.fastpath import cpu_description  # noqa: E402
+from utils.fastpath import bench_invocation, cpu_description  # noqa: E402
 
 Sampler = Callable[[int, torch.Generator], torch.Tensor]   # (num, generator) -> num×3×R×R in [-1, 1]
 
@@ -199,8 +197,7 @@ def main(argv=None) -> dict:
               "steps": args.steps if family == "ddpm" else None, "eta": args.eta, "params": params,
               "resolution": model.resolution, "torch": torch.__version__, "results": results,
               "diff_kind": "mean |x - x_fp32| over pixels in [-1, 1], same starting noise; worst timed round",
-              "command": "python " + " ".join(shlex.quote(a) for a in [str(Path(sys.argv[0]))] + sys.argv[1:]),
-              "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
+              **bench_invocation()}
     if args.out:
         atomic_write_json(args.out, report)
     return report

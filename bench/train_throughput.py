@@ -37,7 +37,6 @@ import argparse
 import copy
 import os
 import platform
-import shlex
 import statistics
 import sys
 import tempfile
@@ -664,7 +663,6 @@ def main(argv=None) -> dict:
     report = {
         "bench": "train_throughput", "family": args.family, "preset": args.preset, "size": args.size,
         "device": device.type, "hardware": hardware(device), "versions": versions(),
-        "command": "python " + " ".join(shlex.quote(a) for a in [str(Path(sys.argv[0]))] + sys.argv[1:]),
         "trainer_flags": trainer_flags(args), "resolution": targs.resolution, "batch_size": args.batch_size,
         "width_div": args.width_div, "params": {k: sum(p.numel() for p in m.parameters())
                                                 for k, m in build_models(args.family, targs, "cpu").items()
@@ -680,7 +678,7 @@ def main(argv=None) -> dict:
         else "growth of the main process's RSS during a round (sampled per step; DataLoader workers excluded)",
         "results": results, "speedup": ratio, "speedup_cpu_time": cpu_ratio,
         "cpu_time_kind": "user+system seconds of the bench process and its children (DataLoader workers included)",
-        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None, "note": args.note,
+        **fastpath.bench_invocation(), "note": args.note,
     }
     print_report(report)
     out = Path(args.out) if args.out else ROOT / "docs" / "results" / default_name(args)

@@ -118,6 +118,16 @@ def cpu_description() -> str:
     return f"{name}, bf16 native" if bf16_is_native("cpu") else name
 
 
+def bench_invocation() -> dict:
+    """The command line that ran this benchmark (re-runnable as printed) and the machine's load average then."""
+    import os
+    import shlex
+    import sys
+    from pathlib import Path
+    command = "python " + " ".join(shlex.quote(a) for a in [str(Path(sys.argv[0]))] + sys.argv[1:])
+    return {"command": command, "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
+
+
 # ---------------------------------------------------------------------------------------------- memory format
 
 def _contiguous_state_dict(module, state_dict, prefix, local_metadata):
