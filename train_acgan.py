@@ -26,7 +26,7 @@ from models.gan import D_NORMS, G_NORMS
 from models.layers import UPSAMPLE_MODES
 from models.losses import LOSSES, clip_weights_, critic_metric, gradient_penalty
 from train_cyclegan import _attribute_signs, _source_names   # CelebA attribute files / synthetic attributes
-from train_gan import LOSS_DEFAULTS, OPTIMIZERS, make_optimizer, mean_over_processes
+from train_gan import LOSS_DEFAULTS, OPTIMIZERS, make_optimizer
 from utils.augment import PRESETS, build_augment
 from utils.checkpoint import Checkpointer, step_if_finite
 from utils.data import Batches, DataError, FaceData, face_data_from_args
@@ -38,7 +38,7 @@ from utils.images import save_grid
 from utils.loop import Loop
 from utils.run import (add_common_args, config_of, data_on_device, nonneg_float, positive_float, positive_int,
                        setup_run)
-from utils.tracking import StatsLog, plot_curves
+from utils.tracking import RunningMeans, StatsLog, plot_curves
 
 PROBE_TRAIN_MAX = 5000      # real training images the evaluation's attribute classifier is fitted on
 
@@ -319,7 +319,11 @@ def main(argv=None) -> None:
     run.print(f"generator {sum(p.numel() for p in G.parameters()) / 1e6:.2f}M params, "
               f"discriminator {sum(p.numel() for p in D.parameters()) / 1e6:.2f}M params")
     opt_g, opt_d = make_optimizer(args, G.parameters(), args.lr_g), make_optimizer(args, D.parameters(), args.lr_d)
-    ema = EMA(G, args.ema_decay).to(run.device)
+    # BatchNorm statistics recomputed for the EMA weights before each use (utils/ema.py), classes drawn uniformly.
+    local_batch, num_classes = args.batch_size // acc.num_processes, len(lab.class_names)
+    ema = EMA(G, args.ema_decay, standing=lambda g: g(torch.randn(local_batch, args.latent_dim, device=run.device),
+                                                      torch.randint(num_classes, (local_batch,), device=run.device)))
+    ema.to(run.device)
     if args.channels_last:  # after the EMA copy: the exported generator stays NCHW
         fastpath.channels_last_(G), fastpath.channels_last_(D)
     fastpath.compile_(G, args.compile)
@@ -331,7 +335,7 @@ def main(argv=None) -> None:
                               on_device=data_on_device(args, data.train, run.device))
     loop = Loop(run, batches, Checkpointer(run, {"ema": ema}, batches))
     loop.resume()
-    log = StatsLog(run)
+    log, running = StatsLog(run), RunningMeans()
     if args.resume:
         log.truncate_after(loop.step)
     grid_z = torch.randn(args.grid_rows, args.latent_dim, generator=torch.Generator().manual_seed(args.seed))
@@ -341,33 +345,37 @@ def main(argv=None) -> None:
     last_fid = None
 
     def write_export(path):
-        return save_export(path, "acgan", ema.module, asdict(cfg), config_of(args), step=loop.step, epoch=loop.epoch,
+        return save_export(path, "acgan", ema.for_sampling(), asdict(cfg), config_of(args), step=loop.step, epoch=loop.epoch,
                            weights="ema", train_seconds=loop.train_seconds,
                            extra={"data": data.info, "fid": last_fid, "fid_extractor": args.fid_extractor})
 
     for x in loop:
+        critic_terms = []
         for i in range(args.n_critic):
             real = x if i == 0 else batches.next()
             d = d_update(acc, G, D, opt_d, augment(real), batches.last_labels, num_classes, loss, args)
+            critic_terms.append(d)
             if not d["ok"]:
                 break
         g = g_update(acc, G, D, opt_g, x.shape[0], num_classes, loss, args) if d["ok"] else {"ok": False}
         if not loop.tick(d["ok"] and g["ok"]):
             continue
         ema.update(acc.unwrap_model(G))
+        for terms in (*critic_terms, g):   # only steps that were applied enter the logged means
+            running.add(terms)
         if loop.due("log"):
-            stats = mean_over_processes(acc, {**d, **g})
+            stats = running.read(acc)
             stats.update(epoch=loop.epoch, img_per_s=loop.images_per_second(args.batch_size))
             log.log(loop.step, stats)
             shown = " ".join(f"{k} {stats[k]:.4g}" for k in ("d_loss", "g_loss", "aux_d", "aux_g", "cls_acc_real",
                                                               "cls_acc_fake") if k in stats)
             run.print(f"step {loop.step}/{loop.total_steps} ep {loop.epoch} {shown} | {stats['img_per_s']:.1f} img/s")
         if loop.due("sample") and run.is_main:
-            save_grid(class_grid(ema.module, grid_z), run.path("samples", f"step{loop.step:07d}.png"), nrow=num_classes)
+            save_grid(class_grid(ema.for_sampling(), grid_z), run.path("samples", f"step{loop.step:07d}.png"), nrow=num_classes)
             plot_curves(run.path("stats.jsonl"), run.path("loss.png"), keys=["d_loss", "g_loss", "aux_d", "aux_g"],
                         title=f"ACGAN losses ({loss.name})", ylabel="loss")
         if loop.due("fid"):
-            last_fid = fid(ema.module, loop.step)
+            last_fid = fid(ema.for_sampling(), loop.step)
         if loop.due("export") and run.is_main:
             write_export(run.path("exports", f"step{loop.step:07d}.safetensors"))
         if loop.due("save"):
@@ -376,7 +384,7 @@ def main(argv=None) -> None:
 
     if run.is_main:
         path = write_export(run.path("export.safetensors"))
-        save_class_outputs(ema.module, grid_z, run, lab.class_names)
+        save_class_outputs(ema.for_sampling(), grid_z, run, lab.class_names)
         summary = f"done: {loop.step} steps in {loop.train_seconds:.0f} s; class grid {run.path('class_grid.png')}"
         if args.class_eval_samples:
             from utils.export import load_export

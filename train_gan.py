@@ -5,9 +5,9 @@
 
 One script for every row of the GAN table; scripts/gan_*.sh hold each row's flags.  Samples, FID and
 exports come from the EMA generator.  A run directory (runs/<name>/) receives samples/stepNNNNNNN.png
-(fixed noise), samples.png (final grid), stats.jsonl, loss.png (curves), the FID curve,
-exports/ (periodic snapshots), export.safetensors (what evaluate.py reads) and checkpoints/
-(continue with the same command plus --resume latest).
+(fixed noise), samples.png (final grid), stats.jsonl (losses averaged over each --log-every period),
+loss.png (curves), the FID curve, exports/ (periodic snapshots), export.safetensors (what evaluate.py reads)
+and checkpoints/ (continue with the same command plus --resume latest).
 
 Steps and epochs count generator updates (steps/epoch = training images // batch size).  Each critic
 iteration takes its own batch of real images, so with --n-critic k the critic sees k epochs of data
@@ -37,7 +37,7 @@ from utils.images import save_grid
 from utils.loop import Loop
 from utils.run import (Every, add_common_args, config_of, data_on_device, nonneg_float, positive_float, positive_int,
                        setup_run, unit_float)
-from utils.tracking import StatsLog, plot_curves
+from utils.tracking import RunningMeans, StatsLog, plot_curves
 
 # Optimiser settings of each loss's reference setup, used for flags left unset (the resolved values are
 # printed and stored in config.json and in every export).
@@ -237,17 +237,8 @@ def generator_update(acc, G, D, opt_g, n: int, loss, args, diffaug) -> dict:
 
 # ------------------------------------------------------------------------------------------------ outputs
 
-def mean_over_processes(acc, values: dict) -> dict:
-    """One all-reduce for all logged scalars, then one host copy."""
-    keys = sorted(k for k, v in values.items() if isinstance(v, torch.Tensor))
-    if not keys:
-        return {}
-    stacked = torch.stack([values[k].float().reshape(()) for k in keys])
-    return dict(zip(keys, acc.reduce(stacked, reduction="mean").tolist()))
-
-
 def write_export(path, ema, cfg, args, loop, data, last_fid):
-    return save_export(path, "gan", ema.module, asdict(cfg), config_of(args), step=loop.step, epoch=loop.epoch,
+    return save_export(path, "gan", ema.for_sampling(), asdict(cfg), config_of(args), step=loop.step, epoch=loop.epoch,
                        weights="ema", train_seconds=loop.train_seconds,
                        extra={"data": data.info, "fid": last_fid, "fid_extractor": args.fid_extractor})
 
@@ -275,7 +266,11 @@ def main(argv=None) -> None:
     run.print(f"generator {sum(p.numel() for p in G.parameters()) / 1e6:.2f}M params, "
               f"critic {sum(p.numel() for p in D.parameters()) / 1e6:.2f}M params; attention at {cfg.attn_res or 'none'}")
     opt_g, opt_d = make_optimizer(args, G.parameters(), args.lr_g), make_optimizer(args, D.parameters(), args.lr_d)
-    ema = EMA(G, args.ema_decay).to(run.device)
+    # BatchNorm generators sample with statistics recomputed for the EMA weights (utils/ema.py), from batches of
+    # the per-process training size.
+    local_batch = args.batch_size // acc.num_processes
+    ema = EMA(G, args.ema_decay, standing=lambda g: g(torch.randn(local_batch, args.latent_dim, device=run.device)))
+    ema.to(run.device)
     if getattr(args, "channels_last", False):  # after the EMA copy: the exported generator stays NCHW
         fastpath.channels_last_(G), fastpath.channels_last_(D)
     if args.compile:
@@ -288,7 +283,7 @@ def main(argv=None) -> None:
                       device=run.device, on_device=data_on_device(args, data.train, run.device))
     loop = Loop(run, batches, Checkpointer(run, {"ema": ema}, batches))
     loop.resume()
-    log = StatsLog(run)
+    log, running = StatsLog(run), RunningMeans()
     if args.resume:
         log.truncate_after(loop.step)
     lr_period = args.lr_period.steps(batches.steps_per_epoch) or 1
@@ -306,27 +301,31 @@ def main(argv=None) -> None:
             for group in opt.param_groups:
                 group["lr"] = lr_at(base, step, args, lr_period, loop.total_steps)
         n_critic = critic_iters(args, step)
+        critic_terms = []
         for i in range(n_critic):
             d = critic_update(acc, G, D, opt_d, augment(x if i == 0 else batches.next()), loss, args, diffaug)
+            critic_terms.append(d)
             if not d["ok"]:
                 break
         g = generator_update(acc, G, D, opt_g, x.shape[0], loss, args, diffaug) if d["ok"] else {"ok": False}
         if not loop.tick(d["ok"] and g["ok"]):
             continue
         ema.update(acc.unwrap_model(G))
+        for terms in (*critic_terms, g):   # only steps that were applied enter the logged means
+            running.add(terms)
 
         if loop.due("log"):
-            stats = mean_over_processes(acc, {**d, **g})
+            stats = running.read(acc)   # means since the last log step, every critic update included
             stats.update(lr_g=opt_g.param_groups[0]["lr"], lr_d=opt_d.param_groups[0]["lr"], n_critic=n_critic,
                          epoch=loop.epoch, img_per_s=loop.images_per_second(args.batch_size))
             log.log(loop.step, stats)
             shown = " ".join(f"{k} {stats[k]:.4g}" for k in ("d_loss", "g_loss", "gp", "d_acc", "w_dist") if k in stats)
             run.print(f"step {loop.step}/{loop.total_steps} ep {loop.epoch} {shown} | {stats['img_per_s']:.1f} img/s")
         if loop.due("sample") and run.is_main:   # curves are redrawn with the grids: plotting costs ~0.2 s
-            save_grid(ema.module.sample(len(fixed_z), z=fixed_z), run.path("samples", f"step{loop.step:07d}.png"))
+            save_grid(ema.for_sampling().sample(len(fixed_z), z=fixed_z), run.path("samples", f"step{loop.step:07d}.png"))
             plot_losses(run, loss)
         if loop.due("fid"):
-            last_fid = fid(ema.module, loop.step)
+            last_fid = fid(ema.for_sampling(), loop.step)
         if loop.due("export") and run.is_main:
             write_export(run.path("exports", f"step{loop.step:07d}.safetensors"), ema, cfg, args, loop, data, last_fid)
         if loop.due("save"):
@@ -335,7 +334,7 @@ def main(argv=None) -> None:
 
     if run.is_main:
         path = write_export(run.path("export.safetensors"), ema, cfg, args, loop, data, last_fid)
-        save_grid(ema.module.sample(len(fixed_z), z=fixed_z), run.path("samples.png"))
+        save_grid(ema.for_sampling().sample(len(fixed_z), z=fixed_z), run.path("samples.png"))
         if loop.stopped_early:
             plot_losses(run, loss)
         fid_text = f", FID {last_fid:.2f} ({args.fid_extractor})" if last_fid is not None else ""

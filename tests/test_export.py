@@ -1,4 +1,5 @@
 """Self-describing exports, EMA, run setup helpers, resume-state layout."""
+import copy
 import json
 import subprocess
 import sys
@@ -109,6 +110,43 @@ def test_ema_tracks_weights_and_buffers():
     other.load_state_dict(state)
     assert other.num_updates == 1 and all(torch.equal(a, b) for a, b in
                                           zip(other.module.parameters(), ema.module.parameters()))
+
+
+def test_ema_standing_batchnorm_statistics_match_the_averaged_weights():
+    """The EMA net's BN statistics must be those its own (averaged) weights produce, not the live net's."""
+    from models.gan import GANConfig, build_generator
+    from utils.ema import recompute_batchnorm
+
+    torch.manual_seed(0)
+    G = build_generator(GANConfig(resolution=16, ngf=8, ndf=8, latent_dim=8).validate())
+    opt = torch.optim.Adam(G.parameters(), 5e-3)
+    draws = []
+    ema = EMA(G, decay=0.9, warmup=False, standing=lambda g: draws.append(1) or g(torch.randn(32, 8)),
+              standing_batches=8)
+    for _ in range(20):   # move the weights so that live and averaged statistics part ways
+        loss = (G(torch.randn(32, 8)) - 0.5).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        ema.update(G)
+    z = torch.randn(256, 8)
+    copied = ema.module.sample(256, z=z)
+    rng_before = torch.get_rng_state()
+    standing = ema.for_sampling().sample(256, z=z)
+    assert torch.equal(torch.get_rng_state(), rng_before)          # the training RNG stream is untouched
+    assert not ema.module.training and len(draws) == 8
+    # Reference: the same EMA weights normalised by the statistics of the very batch being sampled.
+    reference = copy.deepcopy(ema.module).train()(z)
+    err_standing = (standing - reference).abs().mean().item()
+    err_copied = (copied - reference).abs().mean().item()
+    assert err_standing < 0.2 * err_copied, (err_standing, err_copied)
+    ema.for_sampling()
+    assert len(draws) == 8                                           # cached until the next update
+    ema.update(G)
+    ema.for_sampling()
+    assert len(draws) == 16
+    # nets without BatchNorm are left alone
+    assert recompute_batchnorm(nn.Sequential(nn.Linear(2, 2)), lambda m: m(torch.randn(4, 2))) is False
 
 
 def test_every_parses_steps_and_epochs():

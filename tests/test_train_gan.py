@@ -233,3 +233,62 @@ def test_resume_after_interruption_is_bitwise_identical(cache_dir, tmp_path):
         assert torch.equal(full[k], part[k]), k
     steps = [json.loads(line)["step"] for line in (tmp_path / "part" / "stats.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
+
+
+def test_running_means_average_each_key_over_the_period():
+    from types import SimpleNamespace
+
+    from utils.tracking import RunningMeans
+
+    rm, one = RunningMeans(), SimpleNamespace(num_processes=1)
+    rm.add({"d_loss": torch.tensor(1.0), "ok": torch.tensor(True), "flag": True})
+    rm.add({"d_loss": torch.tensor(3.0, requires_grad=True) * 1, "g_loss": torch.tensor([2.0])})
+    assert rm.read(one) == {"d_loss": 2.0, "g_loss": 2.0}     # per-key counts; bools and non-tensors skipped
+    assert rm.read(one) == {}                                 # a read starts the next period
+    rm.add({"x": torch.tensor(1.0)})
+    two = SimpleNamespace(num_processes=2, reduce=lambda t, reduction: (t + torch.tensor([5.0])) / 2)
+    assert rm.read(two) == {"x": 3.0}                         # one reduction over processes, of the local means
+
+
+def test_logged_losses_are_means_over_the_log_period(cache_dir, tmp_path, monkeypatch):
+    """stats.jsonl's train values at a log step = the mean of what every applied critic/generator update returned
+    since the previous log step (recorded here independently of the trainer's bookkeeping)."""
+    from accelerate.state import AcceleratorState
+
+    calls = []
+
+    def recording(fn, kind):
+        def wrapped(*a, **kw):
+            out = fn(*a, **kw)
+            calls.append((kind, {k: float(v) for k, v in out.items() if k != "ok"}))
+            return out
+        return wrapped
+
+    monkeypatch.setattr(train_gan, "critic_update", recording(train_gan.critic_update, "d"))
+    monkeypatch.setattr(train_gan, "generator_update", recording(train_gan.generator_update, "g"))
+    monkeypatch.setenv("FACEGEN_CACHE", str(cache_dir))
+    args = [a for a in TINY]
+    for flag, value in (("--max-steps", "4"), ("--log-every", "2"), ("--sample-every", "4"), ("--save-every", "4")):
+        args[args.index(flag) + 1] = value
+    try:
+        train_gan.main(args + ["--loss", "wgan-gp", "--n-critic", "2", "--out", str(tmp_path), "--name", "means"])
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    steps, current = [], []
+    for kind, values in calls:   # a step = its critic updates, then one generator update
+        current.append((kind, values))
+        if kind == "g":
+            steps.append(current)
+            current = []
+    assert len(steps) == 4 and all(len(s) == 3 for s in steps)
+    rows = [json.loads(line) for line in (tmp_path / "means" / "stats.jsonl").read_text().splitlines()]
+    train = [r for r in rows if r["kind"] == "train"]
+    assert [r["step"] for r in train] == [2, 4]
+    for row, period in zip(train, (steps[0:2], steps[2:4])):
+        updates = [u for step in period for u in step]
+        for key in ("d_loss", "gp", "grad_norm", "w_dist", "g_loss"):
+            vals = [v[key] for _, v in updates if key in v]
+            assert len(vals) == (2 if key == "g_loss" else 4), key
+            assert row[key] == pytest.approx(sum(vals) / len(vals), rel=1e-5, abs=1e-6), (row["step"], key)
+        last = period[-1]
+        assert row["d_loss"] != pytest.approx(last[-2][1]["d_loss"], rel=1e-9)   # not the single last update

@@ -1,11 +1,46 @@
-"""Run logging: stats JSONL (the source of truth), TensorBoard through Accelerate, loss-curve PNGs."""
+"""Run logging: period means of the logged terms, stats JSONL (the source of truth), TensorBoard through
+Accelerate, loss-curve PNGs."""
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
 
+import torch
+
 from utils.export import atomic_write_bytes
+
+
+class RunningMeans:
+    """Means of the logged scalar tensors over a logging period (train_gan/train_acgan/train_vae "train" records).
+
+    ``add`` sums on the device every step (no host sync); ``read`` averages, reduces across processes with one
+    all-reduce and one host copy, and starts the next period.  Non-tensor and bool entries (the ``ok`` flags)
+    are skipped.  Each key has its own count, so a term added several times per step (n_critic critic updates)
+    is averaged over all of them.
+    """
+
+    def __init__(self):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, values: dict) -> None:
+        for k, v in values.items():
+            if not isinstance(v, torch.Tensor) or v.dtype == torch.bool:
+                continue
+            v = v.detach().float().reshape(())
+            self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
+            self.counts[k] = self.counts.get(k, 0) + 1
+
+    def read(self, acc) -> dict[str, float]:
+        """Means since the last read, averaged over processes (every process must call this)."""
+        keys = sorted(self.sums)
+        if not keys:
+            return {}
+        means = torch.stack([self.sums[k] / self.counts[k] for k in keys])
+        means = acc.reduce(means, reduction="mean") if acc.num_processes > 1 else means
+        self.sums, self.counts = {}, {}
+        return dict(zip(keys, means.tolist()))
 
 
 class StatsLog:
