@@ -30,7 +30,7 @@ import torch
 
 from utils.align import (TEMPLATES_128, AlignError, alignment_transform, detect_batch, load_mtcnn,
                          outside_fraction, reference_landmarks, resolve_device, warp_face)
-from utils.data import BadImage, DataError, list_images, read_image_rgb
+from utils.data import BadImage, DataError, aligned_output_names, list_images, read_image_rgb
 from utils.export import atomic_write_bytes, atomic_write_json
 from utils.run import oom_message
 
@@ -116,13 +116,6 @@ def append_records(path: Path, records: list[dict]) -> None:
             f.write("".join(json.dumps(r) + "\n" for r in records))
             f.flush()
             os.fsync(f.fileno())
-
-
-def output_names(sources: list[str]) -> dict[str, str]:
-    """Relative source path → relative PNG path: a/b.jpg → a/b.png, or a/b.jpg.png when a/b.png also exists."""
-    stems = Counter(str(Path(s).with_suffix("")) for s in sources)
-    return {s: str(Path(s).with_suffix(".png")) if stems[str(Path(s).with_suffix(""))] == 1 else s + ".png"
-            for s in sources}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,7 +210,7 @@ def run(args) -> str:
     if not files:
         raise AlignError(f"no images under {in_dir} outside the output folder {out_dir}")
     all_sources = [str(p.relative_to(in_dir)) for p in files]
-    names = output_names(all_sources)  # from the full listing, so --limit never changes a name
+    names = aligned_output_names(all_sources)  # from the full listing, so --limit never changes a name
     sources = all_sources[: args.limit]
     device = resolve_device(args.device)
     out_dir.mkdir(parents=True, exist_ok=True)

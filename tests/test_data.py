@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from utils.data import (BadImage, Batches, DataError, heldout_indices, list_images, load_face_data, read_image_rgb,
-                        to_float, to_uint8)
+from utils.data import (BadImage, Batches, DataError, combined_heldout_mask, heldout_indices, list_images,
+                        load_face_data, read_image_rgb, to_float, to_uint8)
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +79,51 @@ def test_folder_loading_counts_skips_and_caches(tmp_path, astronaut):
     assert grown.info["num_train"] + grown.info["num_heldout"] == 9
     manifest = json.loads(open(fd.info["manifest_path"]).read())
     assert len(manifest["heldout"]) == 2
+
+
+def _solid(path, colour, fmt=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (16, 16), colour).save(path, **({"quality": 95} if fmt == "jpg" else {}))
+
+
+def test_combined_excludes_raw_originals_of_heldout_faces(tmp_path):
+    # raw/ as align_faces.py would map it to aligned/ (c/z.jpg and c/z.png clash → c/z.jpg.png, c/z.png.png);
+    # each identity has its own colour in both folders, so leakage is also visible in the pixels.
+    twins = {f"a/p{i}.jpg": f"a/p{i}.png" for i in range(6)}
+    twins.update({"c/z.jpg": "c/z.jpg.png", "c/z.png": "c/z.png.png"})
+    colours = {raw: (20 * k, 255 - 20 * k, 100) for k, raw in enumerate([*twins, "d/noface.jpg"])}
+    for raw, colour in colours.items():
+        _solid(tmp_path / "raw" / raw, colour, raw.rsplit(".", 1)[1])
+    for raw, aligned in twins.items():
+        _solid(tmp_path / "aligned" / aligned, colours[raw])
+    fd = load_face_data(str(tmp_path / "aligned"), 8, n_real=4, cache_dir=tmp_path / "cache",
+                        combined=str(tmp_path / "raw"))
+    held = set(json.loads(open(fd.info["manifest_path"]).read())["heldout"])
+    # the names were picked so that only one of a clashing pair is held out (a stem-only match fails that)
+    assert held == {"a/p0.png", "a/p1.png", "a/p5.png", "c/z.png.png"}
+    leaked = {raw for raw, aligned in twins.items() if aligned in held}
+    assert leaked == {"a/p0.jpg", "a/p1.jpg", "a/p5.jpg", "c/z.png"}
+    assert fd.info["combined_excluded"] == len(leaked) == 4
+    assert "4 held-out original(s) excluded" in fd.summary()
+    assert fd.info["num_train"] == (8 - 4) + (9 - 4) == len(fd.train)
+    # no held-out colour among the training pixels
+    train_colours = fd.train.float().mean((2, 3)).numpy()
+    for raw in leaked:
+        assert np.abs(train_colours - np.array(colours[raw])).max(1).min() > 5, raw
+    kept = fd.train.shape[0]
+    assert np.abs(train_colours - np.array(colours["c/z.jpg"])).max(1).min() <= 5  # the clash twin is kept
+    # without --combined nothing is reported as excluded
+    plain = load_face_data(str(tmp_path / "aligned"), 8, n_real=4, cache_dir=tmp_path / "cache")
+    assert plain.info["combined_excluded"] is None and len(plain.train) == kept - 5
+
+
+def test_combined_mask_handles_source_nested_in_combined(tmp_path):
+    # align_faces.py skips an output folder inside its input; its PNGs are the aligned images themselves.
+    for name in ("p0.jpg", "p1.jpg", "aligned/p0.png", "aligned/p1.png"):
+        _solid(tmp_path / name, (0, 0, 0))
+    names = ["aligned/p0.png", "aligned/p1.png", "p0.jpg", "p1.jpg"]
+    mask = combined_heldout_mask(str(tmp_path), names, str(tmp_path / "aligned"), ["p1.png"])
+    assert mask.tolist() == [False, True, False, True]
 
 
 def test_missing_and_empty_folder_are_one_line_errors(tmp_path):

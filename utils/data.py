@@ -276,6 +276,41 @@ def heldout_indices(names: list[str], n_real: int, max_fraction: float = 0.5) ->
     return np.array(sorted(order[:n]), dtype=np.int64)
 
 
+def aligned_output_names(sources: list[str]) -> dict[str, str]:
+    """align_faces.py's naming: relative source path → relative PNG path; a/b.jpg → a/b.png, or
+    a/b.jpg → a/b.jpg.png when another source shares the stem a/b (e.g. a/b.png → a/b.png.png)."""
+    stems = Counter(str(Path(s).with_suffix("")) for s in sources)
+    return {s: str(Path(s).with_suffix(".png")) if stems[str(Path(s).with_suffix(""))] == 1 else s + ".png"
+            for s in sources}
+
+
+def combined_heldout_mask(combined: str, combined_names: list[str], source: str,
+                          held_names: list[str]) -> np.ndarray:
+    """True for each combined image whose aligned counterpart is held out (it must not be trained on).
+
+    A combined file matches when the stem (name minus its last extension) of the name align_faces.py gives it
+    is a held-out stem.  Names come from the full listing, as in the aligner, so undecodable files still count
+    for name clashes.  A source folder nested inside the combined one holds the aligned images themselves
+    (the aligner skips it); those are matched by their name relative to the source.
+    """
+    root = Path(combined).resolve()
+    held = set(held_names)
+    held_stems = {str(Path(h).with_suffix("")) for h in held}
+    try:
+        nested = Path(source).resolve().relative_to(root).as_posix() + "/" if Path(source).is_dir() else None
+    except ValueError:
+        nested = None
+    listing = [p.relative_to(root).as_posix() for p in list_images(root)]
+    out = aligned_output_names([n for n in listing if not (nested and n.startswith(nested))])
+    mask = np.zeros(len(combined_names), bool)
+    for i, n in enumerate(combined_names):
+        if nested and n.startswith(nested):
+            mask[i] = n[len(nested):] in held
+        else:
+            mask[i] = n in out and str(Path(out[n]).with_suffix("")) in held_stems
+    return mask
+
+
 @dataclass
 class FaceData:
     train: torch.Tensor       # uint8 N×3×R×R
@@ -285,8 +320,12 @@ class FaceData:
     def summary(self) -> str:
         sk = self.info.get("skipped", {})
         skipped = ", ".join(f"{v} {k}" for k, v in sorted(sk.items())) if sk else "none"
+        excluded = self.info.get("combined_excluded")
+        combined = (f"; combined: {excluded} held-out original(s) excluded from training"
+                    if excluded is not None else "")
         return (f"data {self.info['source']} @ {self.info['resolution']}px: {self.info['num_train']} train, "
-                f"{self.info['num_heldout']} held-out (split {self.info['split_sha256'][:12]}); skipped: {skipped}")
+                f"{self.info['num_heldout']} held-out (split {self.info['split_sha256'][:12]}){combined}; "
+                f"skipped: {skipped}")
 
 
 def load_face_data(source: str = "synthetic", resolution: int = 64, *, n_real: int = 5000, cache_dir=None,
@@ -295,7 +334,9 @@ def load_face_data(source: str = "synthetic", resolution: int = 64, *, n_real: i
     """Load a source as uint8 tensors with its fixed held-out split (see module docstring).
 
     ``combined``: a second source (typically raw photos) whose images are ADDED to the training set only
-    (plan 1D: aligned + raw mixed); the held-out split always comes from ``source``.
+    (plan 1D: aligned + raw mixed); the held-out split always comes from ``source``, and combined images
+    that are the originals of held-out ones (see ``combined_heldout_mask``) are left out and counted in
+    ``info["combined_excluded"]``.
     ``seed`` only affects the synthetic renderer (the split is by name hash, independent of any seed).
     """
     from utils.export import atomic_write_json
@@ -320,16 +361,20 @@ def load_face_data(source: str = "synthetic", resolution: int = 64, *, n_real: i
         train_imgs, train_names = raw.images[mask], [n for n, m in zip(raw.names, mask) if m]
         held_imgs, held_names = raw.images[held], [raw.names[i] for i in held]
         skipped = Counter(raw.skipped)
+    excluded = 0
     if combined:
         extra = _folder_set(combined, resolution, crop, cache)
-        train_imgs = np.concatenate([train_imgs, extra.images])
-        train_names = train_names + [f"combined:{n}" for n in extra.names]
+        keep = ~combined_heldout_mask(combined, extra.names, source, held_names)
+        excluded = int((~keep).sum())
+        train_imgs = np.concatenate([train_imgs, extra.images[keep]])
+        train_names = train_names + [f"combined:{n}" for n, k in zip(extra.names, keep) if k]
         skipped += Counter({f"combined {k}": v for k, v in extra.skipped.items()})
     split_sha = hashlib.sha256("\n".join(held_names).encode()).hexdigest()
     src_id = source if source in ("synthetic", "celeba") else str(Path(source).resolve())
     info = {"source": src_id, "resolution": resolution, "crop": crop, "num_train": len(train_names),
             "num_heldout": len(held_names), "split_sha256": split_sha, "skipped": dict(skipped),
             "combined": str(Path(combined).resolve()) if combined else None,
+            "combined_excluded": excluded if combined else None,
             "synthetic_size": synthetic_size if source == "synthetic" else None,
             "synthetic_seed": seed if source == "synthetic" else None}
     if write_manifest:
