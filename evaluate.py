@@ -17,7 +17,10 @@ metrics.json, schema_version 1 (``utils.metrics.read_metrics`` validates it):
   feature_extractor name, dim, input_size, path, sha256 (+ sha256_matches_clean_fid for Inception)
   metrics           fid, kid, precision, recall, inception_score, lpips_diversity, params_generator,
                     params_total, train_seconds, sampling_throughput: each {"value": number|null, ...};
-                    null values carry "not_computed": reason — never a placeholder number
+                    null values carry "not_computed": reason — never a placeholder number; computed
+                    fid/kid/precision/recall/inception_score/lpips_diversity name their network in
+                    "features" (+ "features_name", "features_sha256")
+  pr_feature_extractor  only with --pr-features vgg16: the P/R network (as feature_extractor, + layer)
   versions          python and library versions
   runtime           device, num_processes, wall_seconds, sampling_seconds, feature_seconds, ...
 """
@@ -34,9 +37,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils.feature_nets import LPIPS_RANDOM, MetricsError, file_sha256, load_feature_extractor, load_is_classifier
-from utils.metrics import (FD_METHODS, FID_MODE, METRIC_NAMES, METRICS_SCHEMA_VERSION, FIDEvaluator, MetricsFileError,
-                           distributed_extract,
+from utils.feature_nets import (LPIPS_RANDOM, PR_FEATURES, MetricsError, file_sha256, load_feature_extractor,
+                                load_is_classifier, load_vgg16_features)
+from utils.metrics import (FD_METHODS, FID_MODE, METRIC_NAMES, METRICS_SCHEMA_VERSION, BlockFeatures, FIDEvaluator,
+                           MetricsFileError, distributed_extract,
                            generate_and_extract, inception_score, load_image_folder, lpips_diversity, not_computed,
                            pixels_sha256, reference_key, write_metrics)
 from utils.run import oom_message
@@ -106,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fd-method", type=str, default="sqrtm", choices=list(FD_METHODS),
                    help="Fréchet distance: 'sqrtm' (clean-fid's numerics) or 'eigh' (same to ~1e-6, much faster)")
     p.add_argument("--pr-k", type=positive_int, default=3, help="k of the k-NN manifolds for precision/recall")
+    p.add_argument("--pr-features", type=str, default="inception", choices=list(PR_FEATURES),
+                   help="features for precision/recall: 'inception' = the FID network's (--feature-extractor), or "
+                        "'vgg16' (as in Kynkäänniemi et al. 2019 / StyleGAN2-ADA; needs --pr-vgg-weights)")
+    p.add_argument("--pr-vgg-weights", type=str, default=None,
+                   help="torchvision vgg16 state dict for --pr-features vgg16 (default $FACEGEN_VGG_WEIGHTS): with "
+                        "the classifier, fc2 (4096-d) is used; conv weights up to relu3_3 only give relu3_3 "
+                        "average-pooled (256-d); metrics.json records which")
     p.add_argument("--real", type=str, default=None,
                    help="folder of real images as the reference (default: the export's held-out split)")
     p.add_argument("--n-real", type=positive_int, default=None,
@@ -221,7 +232,9 @@ def lpips_entry(args, head_images: torch.Tensor, device) -> dict:
     net, info = load_lpips(args.lpips_weights, device)
     if net is None:
         return not_computed(info["not_computed"])
-    return {**lpips_diversity(head_images, net, max_images=args.lpips_samples, device=device), **info}
+    return {**lpips_diversity(head_images, net, max_images=args.lpips_samples, device=device), **info,
+            "features": f"lpips alex ({info['backbone'].split(' — ')[0]} trunk + lpips v0.1 linear heads)",
+            "features_name": "lpips-alex", "features_sha256": info.get("backbone_sha256")}
 
 
 def is_entry(args, logits, classifier) -> dict:
@@ -233,7 +246,8 @@ def is_entry(args, logits, classifier) -> dict:
         return not_computed(f"Inception Score uses 10 splits and needs ≥ 10 samples, got {len(logits)}")
     mean, std = inception_score(logits, splits=10)
     return {"value": mean, "std": std, "splits": 10, "num_images": len(logits), "std_ddof": 0,
-            "classifier": classifier.describe()}
+            "classifier": classifier.describe(), "features": "torchvision inception-v3 ImageNet logits (1000 classes)",
+            "features_name": classifier.name, "features_sha256": classifier.sha256}
 
 
 def fill_metrics(metrics: dict, wanted: list[str]) -> dict:
@@ -280,6 +294,8 @@ def run(args) -> dict | None:
         classifier, _ = load_is_classifier(args.is_weights, device)
     need_head = args.lpips_samples if "lpips" in args.metrics else 0
     metrics, runtime = {}, {"device": str(device), "num_processes": acc.num_processes}
+    pr_net = pr_network(args, device)
+    pr_fake = BlockFeatures(pr_net, batch_size=args.batch_size, device=device) if pr_net else None
 
     export = None
     if args.ckpt:
@@ -291,7 +307,7 @@ def run(args) -> dict | None:
             raise MetricsError(f"--mode {mode} does not fit a {export.family!r} export (translation families: "
                                f"{', '.join(TRANSLATION_FAMILIES)}; use --mode auto)")
         if mode == "translate":
-            return run_translate(args, acc, export, extractor, out_dir, save_n, t_start)
+            return run_translate(args, acc, export, extractor, out_dir, save_n, t_start, pr_net)
         kw = sample_kwargs(args, export.family)
         model = export.model
         if export.weights != "ema":
@@ -308,7 +324,7 @@ def run(args) -> dict | None:
         t0 = time.perf_counter()
         gen = generate_and_extract(sample_fn, args.num_samples, extractor, block_size=args.batch_size,
                                    seed=args.seed, device=device, classifier=classifier, accelerator=acc,
-                                   keep_images=need_head, on_block=save_block)
+                                   keep_images=need_head, on_block=chain(save_block, pr_fake))
         runtime.update(sampling_seconds=gen.sampling_seconds, generate_and_features_seconds=time.perf_counter() - t0)
         fake_feats, logits, head = gen.features, gen.logits, gen.head_images
         g_params, g_rule = generator_params(model)
@@ -334,7 +350,7 @@ def run(args) -> dict | None:
         fake_images, finfo = load_image_folder(args.fake_dir, limit=args.num_samples)
         t0 = time.perf_counter()
         fake_feats, logits = distributed_extract(fake_images, extractor, batch_size=args.batch_size, device=device,
-                                                 classifier=classifier, accelerator=acc)
+                                                 classifier=classifier, accelerator=acc, on_block=pr_fake)
         runtime["fake_feature_seconds"] = time.perf_counter() - t0
         same_size = len({a.shape for a in fake_images[:need_head]}) == 1
         head = torch.from_numpy(np.stack(fake_images[:need_head])).permute(0, 3, 1, 2) \
@@ -353,21 +369,52 @@ def run(args) -> dict | None:
                                   cache_dir=args.stats_cache, accelerator=acc, info=real_info,
                                   fd_method=args.fd_method)
     runtime["reference_seconds"] = ev.info.get("reference_seconds", 0.0)
+    want = [m for m in ("fid", "kid", "pr") if m in args.metrics]
+    pr_metrics = pr_metrics_fn(args, acc, pr_net, pr_fake, real_images, real_info, want)
     if not is_main:
         return None
 
-    want = [m for m in ("fid", "kid", "pr") if m in args.metrics]
-    metrics.update(ev.metrics(fake_feats, want=want, k=args.pr_k))
+    metrics.update(ev.metrics(fake_feats, want=[m for m in want if not (pr_net and m == "pr")], k=args.pr_k))
+    metrics.update(pr_metrics())
     metrics["inception_score"] = is_entry(args, logits, classifier)
     metrics["lpips_diversity"] = lpips_entry(args, head, device)
     extra = {}
     if export is not None and export.family == "acgan" and "fid" in args.metrics:
         extra["per_class"] = per_class_entry(args, export, extractor, device)
     runtime["wall_seconds"] = time.perf_counter() - t_start
+    if pr_net is not None:
+        extra["pr_feature_extractor"] = pr_net.describe()
     result = assemble(args, source, samples, {**ev.info, "n": len(real_images)}, extractor, metrics, runtime, extra)
     write_metrics(out_dir / "metrics.json", result)
     print(summary_line(result, out_dir))
     return result
+
+
+def pr_network(args, device):
+    """The VGG-16 precision/recall network, or None when P/R use the FID features."""
+    if args.pr_features != "vgg16" or "pr" not in args.metrics:
+        return None
+    return load_vgg16_features(args.pr_vgg_weights, device)
+
+
+def chain(*fns):
+    """One on_block callback calling each given one (None entries skipped)."""
+    fns = [f for f in fns if f is not None]
+    return (lambda start, block: [f(start, block) for f in fns]) if fns else None
+
+
+def pr_metrics_fn(args, acc, pr_net, pr_fake, real_images, real_info: dict, want, cache_source=None):
+    """Collective part of VGG precision/recall (reference features, gathered fake features; all processes call
+    it); returns a function giving the precision/recall entries (an empty dict without a P/R network)."""
+    if pr_net is None or "pr" not in want:
+        return dict
+    key = reference_key(source=cache_source or real_info["source"], split_sha256=real_info["split_sha256"],
+                        pixels_sha256=real_info["pixels_sha256"], resolution=real_info["resolution"],
+                        n=len(real_images), extractor=pr_net)
+    pr_ev = FIDEvaluator.from_images(pr_net, real_images, device=acc.device, batch_size=args.batch_size,
+                                     cache_key=key, cache_dir=args.stats_cache, accelerator=acc)
+    fake = pr_fake.gather(acc)
+    return lambda: pr_ev.metrics(fake, want=["pr"], k=args.pr_k)
 
 
 def assemble(args, source, samples, real, extractor, metrics, runtime, extra=None) -> dict:
@@ -408,7 +455,8 @@ TRANSLATION_FAMILIES = ("cyclegan",)
 DIRECTIONS = {"xy": (0, 1), "yx": (1, 0)}  # direction -> (source domain, target domain)
 
 
-def run_translate(args, acc, export, extractor, out_dir: Path, save_n: int, t_start: float) -> dict | None:
+def run_translate(args, acc, export, extractor, out_dir: Path, save_n: int, t_start: float,
+                  pr_net=None) -> dict | None:
     """Translate each domain's held-out images into the other and score them against that domain's held-out images.
 
     Per direction: FID/KID/precision/recall of the translations, and the same FID for the untranslated inputs (the
@@ -454,8 +502,9 @@ def run_translate(args, acc, export, extractor, out_dir: Path, save_n: int, t_st
             for old in out_sub.glob("[0-9][0-9][0-9][0-9][0-9][0-9].png"):
                 old.unlink()
         acc.wait_for_everyone()
+        pr_fake = BlockFeatures(pr_net, batch_size=args.batch_size, device=device) if pr_net else None
         fake_feats, _ = distributed_extract(src, extractor, batch_size=args.batch_size, device=device,
-                                            accelerator=acc, transform=translate, on_block=save_block)
+                                            accelerator=acc, transform=translate, on_block=chain(save_block, pr_fake))
         src_feats, _ = distributed_extract(src, extractor, batch_size=args.batch_size, device=device, accelerator=acc)
         info = {k: domains[b].info.get(k) for k in ("source", "domain", "attr", "attr_value", "split_sha256")}
         info.update(pixels_sha256=pixels_sha256(tgt), resolution=int(tgt.shape[-1]), split="heldout",
@@ -465,10 +514,12 @@ def run_translate(args, acc, export, extractor, out_dir: Path, save_n: int, t_st
                             extractor=extractor)
         ev = FIDEvaluator.from_images(extractor, tgt, device=device, batch_size=args.batch_size, cache_key=key,
                                       cache_dir=args.stats_cache, accelerator=acc, info=info, fd_method=args.fd_method)
+        pr_metrics = pr_metrics_fn(args, acc, pr_net, pr_fake, tgt, info, want, cache_source=key["source"])
+        fid_want = [m for m in want if not (pr_net and m == "pr")]
         if acc.is_main_process:
             directions[name] = {"source_domain": domains[a].info.get("domain"), "target_domain": info["domain"],
                                 "n_translated": len(src), "real": {**ev.info, "n": len(tgt)},
-                                "metrics": ev.metrics(fake_feats, want=want, k=args.pr_k),
+                                "metrics": {**ev.metrics(fake_feats, want=fid_want, k=args.pr_k), **pr_metrics()},
                                 "untranslated_baseline": ev.metrics(src_feats, want=["fid"])["fid"] if "fid" in want
                                 else not_computed("not requested (--metrics)")}
     if not acc.is_main_process:
@@ -478,8 +529,9 @@ def run_translate(args, acc, export, extractor, out_dir: Path, save_n: int, t_st
     for m in ("fid", "kid", "precision", "recall"):
         if m in directions["xy"]["metrics"]:
             vals = [directions[d]["metrics"][m]["value"] for d in DIRECTIONS]
+            feats = {f: directions["xy"]["metrics"][m].get(f) for f in ("features", "features_name", "features_sha256")}
             metrics[m] = ({"value": float(np.mean(vals)), "aggregate": "mean of xy and yx (see translate)",
-                           "per_direction": dict(zip(DIRECTIONS, vals))} if None not in vals
+                           "per_direction": dict(zip(DIRECTIONS, vals)), **feats} if None not in vals
                           else not_computed(f"not computed for every direction: {dict(zip(DIRECTIONS, vals))}"))
     metrics["inception_score"] = not_computed("translation model: scored by FID per direction, not IS")
     metrics["lpips_diversity"] = not_computed("translation is deterministic (one output per input): no diversity")
@@ -506,7 +558,8 @@ def run_translate(args, acc, export, extractor, out_dir: Path, save_n: int, t_st
                                            .encode()).hexdigest(),
             "per_direction": "see translate.<direction>.real",
             "n": sum(d["real"]["n"] for d in directions.values())}
-    result = assemble(args, source, samples, real, extractor, metrics, runtime, {"translate": directions})
+    extra = {"translate": directions, **({"pr_feature_extractor": pr_net.describe()} if pr_net is not None else {})}
+    result = assemble(args, source, samples, real, extractor, metrics, runtime, extra)
     write_metrics(out_dir / "metrics.json", result)
     print(translate_summary(result, out_dir))
     return result

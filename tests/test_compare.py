@@ -164,6 +164,25 @@ def test_tables_markdown_csv_flags_and_readme(runs, tmp_path):
     assert readme.read_text() == once                             # idempotent
 
 
+def test_tables_state_precision_recall_features(runs, tmp_path):
+    gan = runs / "runs" / "gan-2.1-dcgan" / "export_eval" / "metrics.json"
+    vgg = {"features": "vgg16 fc2 (4096-d)", "features_name": "vgg16-fc2", "features_sha256": "ab" * 32, "k": 3}
+    m = read_metrics(gan)["metrics"]
+    other = clone_row(runs, "gan-2.1-dcgan", "gan-2.2-wgan-gp", **{"metrics.precision": {**m["precision"], **vgg},
+                                                                   "metrics.recall": {**m["recall"], **vgg}})
+    tables = compare.main([str(gan), str(other), "--out", str(tmp_path / "res"), "--figures", "none"])
+    assert [r.flag for r in tables["phase2"]] == ["", "†"]       # P/R on other features: not comparable
+    md = (tmp_path / "res" / "phase2.md").read_text()
+    assert "precision/recall on `tiny random conv (64-d; tests only)` features" in md
+    assert "not the VGG-16 fc2 features of the paper" in md
+    footnote = next(line for line in md.splitlines() if line.startswith("† "))
+    assert "precision/recall on `vgg16 fc2 (4096-d)` features (sha256 `abababababab`, k=3)" in footnote
+    with open(tmp_path / "res" / "phase2.csv") as f:
+        recs = {r["run"]: r for r in csv.DictReader(f)}
+    assert recs["gan-2.2-wgan-gp"]["pr_features"] == "vgg16 fc2 (4096-d)"
+    assert recs["gan-2.1-dcgan"]["pr_features"] == "tiny random conv (64-d; tests only)"
+
+
 def test_replace_marked_only_touches_its_block():
     text = "a\n<!-- results:phase3 -->x<!-- /results:phase3 -->\nb <!-- results:phase2 -->y<!-- /results:phase2 -->"
     new, found = replace_marked(text, "phase2", "TABLE")

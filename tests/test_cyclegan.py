@@ -411,5 +411,27 @@ def test_evaluate_translate_mode_scores_each_direction(tmp_path, cache_dir, two_
     # --num-samples caps the images per direction.
     assert evaluate.main([*common, "--num-samples", "3", "--metrics", "fid"])["translate"]["xy"]["n_translated"] == 3
 
+    # precision/recall on VGG-16 features (random relu3_3-only weights; 32² input keeps the test fast)
+    from safetensors.torch import save_file
+
+    from models.perceptual import vgg16_features_to_relu3_3
+    from utils.feature_nets import VGG16Features, load_vgg16_features
+    from utils.metrics import precision_recall
+
+    save_file({f"features.{k}": v for k, v in vgg16_features_to_relu3_3().state_dict().items()},
+              str(tmp_path / "vgg.safetensors"))
+    monkeypatch.setattr(VGG16Features, "input_size", 32)
+    vgg = evaluate.main([*common, "--metrics", "fid,pr", "--pr-features", "vgg16", "--pr-vgg-weights",
+                         str(tmp_path / "vgg.safetensors")])
+    net = load_vgg16_features(tmp_path / "vgg.safetensors")
+    for direction, src, tgt in (("xy", dx, dy), ("yx", dy, dx)):
+        fake = to_uint8(ex.model.translate(to_float(src.heldout), direction).clamp(-1, 1))
+        entry = vgg["translate"][direction]["metrics"]
+        assert entry["fid"]["value"] == pytest.approx(res["translate"][direction]["metrics"]["fid"]["value"])
+        assert (entry["precision"]["value"], entry["recall"]["value"]) == pytest.approx(
+            precision_recall(extract_features(tgt.heldout, net), extract_features(fake, net), k=3))
+    assert vgg["metrics"]["precision"]["features"] == "vgg16 relu3_3 global-avg-pool (256-d)"
+    assert vgg["metrics"]["fid"]["features_name"] == "tiny-random-conv-v1"
+
     with pytest.raises(SystemExit, match=r"^error: --mode sample does not fit a 'cyclegan' export"):
         evaluate.main([*common, "--mode", "sample"])

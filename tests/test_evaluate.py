@@ -20,7 +20,7 @@ from tests.toy_family import make_toy_model
 from utils import feature_nets
 from utils.data import to_uint8
 from utils.export import save_export
-from utils.metrics import METRIC_NAMES, MetricsFileError, block_seed, read_metrics, validate_metrics
+from utils.metrics import METRIC_NAMES, MetricsFileError, block_seed, read_metrics, validate_metrics, write_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--feature-extractor", "tiny", "--lpips-weights", "random", "--lpips-samples", "12"]
@@ -90,6 +90,9 @@ def test_export_run_writes_metrics_and_pngs(setup, first_run):
         assert isinstance(m[name]["value"], (int, float)), name
     assert m["inception_score"]["value"] is None and "--is-weights" in m["inception_score"]["not_computed"]
     assert "random" in m["lpips_diversity"]["backbone"]           # a test-only trunk is labelled as such
+    for name in ("fid", "kid", "precision", "recall"):            # each metric names its feature network
+        assert m[name]["features"] == feature_nets.TinyFeatures.label, name
+    assert m["lpips_diversity"]["features"].startswith("lpips alex")
     assert m["params_generator"]["value"] == sum(p.numel() for p in model.generator.parameters())
     assert m["params_total"]["value"] == sum(p.numel() for p in model.parameters())
     assert m["train_seconds"]["value"] == 12.5
@@ -153,6 +156,41 @@ def test_two_processes_give_the_same_numbers(setup, first_run, tmp_path):
         assert (tmp_path / "mp" / "samples" / name).read_bytes() == (out / "samples" / name).read_bytes()
 
 
+def test_precision_recall_on_vgg16_features(setup, first_run, monkeypatch, tmp_path):
+    from safetensors.torch import save_file
+
+    from models.perceptual import vgg16_features_to_relu3_3
+    from utils.metrics import extract_features, load_image_folder, precision_recall
+
+    root, real, _, export = setup
+    _, first = first_run
+    torch.manual_seed(3)
+    weights = tmp_path / "vgg.safetensors"   # a random stand-in for the offline relu3_3-only file
+    save_file({f"features.{k}": v for k, v in vgg16_features_to_relu3_3().state_dict().items()}, str(weights))
+    monkeypatch.setattr(feature_nets.VGG16Features, "input_size", 32)   # 224² is needlessly slow for a test
+    out = tmp_path / "vgg"
+    res = run_eval(["--ckpt", export, "--real", real, "--num-samples", 24, "--batch-size", 8, "--out", out,
+                    "--metrics", "fid,kid,pr", "--feature-extractor", "tiny", "--pr-features", "vgg16",
+                    "--pr-vgg-weights", weights], monkeypatch, root / "cache1")
+    m = res["metrics"]
+    assert read_metrics(out / "metrics.json")["metrics"]["precision"] == m["precision"]
+    for name in ("fid", "kid"):   # FID/KID keep the FID network
+        assert m[name]["value"] == first["metrics"][name]["value"] and m[name]["features_name"] == "tiny-random-conv-v1"
+    for name in ("precision", "recall"):
+        assert m[name]["features"] == "vgg16 relu3_3 global-avg-pool (256-d)", name
+        assert m[name]["features_sha256"] == feature_nets.file_sha256(weights) and m[name]["k"] == 3
+    assert res["pr_feature_extractor"]["layer"] == "relu3_3-gap"
+    # independently: VGG features of the saved PNG samples and of the real folder
+    net = feature_nets.load_vgg16_features(weights)
+    fake_f = extract_features(load_image_folder(out / "samples")[0], net)
+    real_f = extract_features(load_image_folder(real)[0], net)
+    assert (m["precision"]["value"], m["recall"]["value"]) == pytest.approx(precision_recall(real_f, fake_f, k=3))
+    monkeypatch.delenv("FACEGEN_VGG_WEIGHTS", raising=False)
+    with pytest.raises(SystemExit, match="--pr-vgg-weights"):
+        run_eval(["--ckpt", export, "--real", real, "--out", tmp_path / "none", "--pr-features", "vgg16", *FAST],
+                 monkeypatch, root / "cache1")
+
+
 def test_metrics_json_validation_rejects_bad_files(first_run, tmp_path):
     _, result = first_run
     good = json.loads(json.dumps(result))
@@ -171,6 +209,11 @@ def test_metrics_json_validation_rejects_bad_files(first_run, tmp_path):
     for d in bad:
         with pytest.raises(MetricsFileError):
             validate_metrics(d)
+    legacy = copy.deepcopy(good)
+    legacy["metrics"]["precision"].pop("features")
+    validate_metrics(legacy)                        # files from before entries named their features still read
+    with pytest.raises(MetricsFileError, match="features"):
+        write_metrics(tmp_path / "new.json", legacy)   # but new files must say
     (tmp_path / "m.json").write_text("{not json")
     with pytest.raises(MetricsFileError, match="not readable JSON"):
         read_metrics(tmp_path / "m.json")

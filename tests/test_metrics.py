@@ -207,6 +207,82 @@ def test_tiny_extractor_is_deterministic_and_named():
     assert not torch.allclose(fa[0], fa[1])
 
 
+def _random_vgg_to_relu3_3(path: Path) -> dict:
+    """A random torchvision-named VGG-16 conv state dict up to relu3_3 (the layout of the offline file)."""
+    from safetensors.torch import save_file
+
+    from models.perceptual import vgg16_features_to_relu3_3
+
+    torch.manual_seed(3)
+    state = {f"features.{k}": v for k, v in vgg16_features_to_relu3_3().state_dict().items()}
+    save_file(state, str(path), metadata={"source": "random test weights"})
+    return state
+
+
+def test_vgg16_relu3_3_file_gives_pooled_relu3_3_features(tmp_path, monkeypatch):
+    state = _random_vgg_to_relu3_3(tmp_path / "vgg.safetensors")
+    net = feature_nets.load_vgg16_features(tmp_path / "vgg.safetensors")
+    assert (net.dim, net.layer, net.name) == (256, "relu3_3-gap", "vgg16-relu3_3-gap")
+    info = net.features_info()
+    assert info == {"features": "vgg16 relu3_3 global-avg-pool (256-d)", "features_name": "vgg16-relu3_3-gap",
+                    "features_sha256": file_sha256(tmp_path / "vgg.safetensors")}
+    assert net.describe()["weights_note"] == "random test weights"
+    # independent forward: torchvision's vgg16().features[:16] with the same weights, ImageNet-normalised input
+    from torchvision.models import vgg16
+
+    with torch.device("meta"):
+        ref = vgg16(weights=None).features[:16]
+    ref.load_state_dict({k[len("features."):]: v for k, v in state.items()}, assign=True)
+    x = torch.rand(2, 3, 32, 32) * 255
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expect = ref((x / 255 - mean) / std).mean(dim=(2, 3))
+        assert torch.allclose(net(x), expect, rtol=1e-4, atol=1e-5)
+    # $FACEGEN_VGG_WEIGHTS is the default; without any file it is a one-line error naming the flag
+    monkeypatch.setenv("FACEGEN_VGG_WEIGHTS", str(tmp_path / "vgg.safetensors"))
+    assert feature_nets.load_vgg16_features().sha256 == net.sha256
+    monkeypatch.delenv("FACEGEN_VGG_WEIGHTS")
+    with pytest.raises(MetricsError, match="--pr-vgg-weights"):
+        feature_nets.load_vgg16_features()
+    with pytest.raises(MetricsError, match="not found"):
+        feature_nets.load_vgg16_features(tmp_path / "missing.pth")
+
+
+def test_vgg16_full_state_dict_gives_fc2_features():
+    from torchvision.models import vgg16
+
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in vgg16(weights=None).state_dict().items()}
+    g = torch.Generator().manual_seed(0)
+    state = {k: torch.randn(s, generator=g) * (0.01 if k.startswith("classifier") else 0.05) for k, s in shapes.items()}
+    net = feature_nets.VGG16Features(state)
+    assert (net.dim, net.layer, net.label) == (4096, "fc2", "vgg16 fc2 (4096-d)") and net.input_size == 224
+    with torch.device("meta"):
+        ref = vgg16(weights=None).eval()
+    ref.load_state_dict(state, assign=True)
+    seen = {}
+    ref.classifier[4].register_forward_hook(lambda m, i, o: seen.update(fc2=o))   # ReLU after fc2
+    x = torch.rand(1, 3, 32, 32) * 255
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        ref((x / 255 - mean) / std)
+        assert torch.allclose(net(x), seen["fc2"], rtol=1e-3, atol=1e-3)
+
+
+def test_metric_entries_name_their_features():
+    real = [a for a in smooth_images(12, 32, 32, seed=1)]
+    ev = FIDEvaluator.from_images(TinyFeatures(), real, device="cpu")
+    fake = ev.features(smooth_images(12, 32, 32, seed=2))
+    entries = ev.metrics(fake)
+    for name in ("fid", "kid", "precision", "recall"):
+        assert entries[name]["features"] == "tiny random conv (64-d; tests only)", name
+        assert entries[name]["features_sha256"] == TinyFeatures().sha256
+    few = ev.metrics(fake[:2], want=("pr",))     # not computed, yet still says which features it would use
+    assert few["precision"]["value"] is None and few["precision"]["features_name"] == "tiny-random-conv-v1"
+
+
 def test_inception_missing_offline_is_one_line_error(tmp_path, monkeypatch):
     monkeypatch.delenv("FACEGEN_FID_WEIGHTS", raising=False)
     monkeypatch.setattr(feature_nets, "INCEPTION_DEFAULT_PATH", tmp_path / "inception-2015-12-05.pt")

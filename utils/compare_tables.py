@@ -290,28 +290,45 @@ def group_rows(rows: list[Row], wanted: str = "all") -> dict[str, list[Row]]:
 # Evaluation settings: what a table states, and what makes rows incomparable
 # ---------------------------------------------------------------------------------------------
 
+def pr_features(metrics: dict) -> dict:
+    """The network precision/recall were computed on: {"label", "name", "sha256", "k"}.  Files written before
+    metric entries named their features computed P/R on the FID network (feature_extractor)."""
+    entry, fe = metrics["metrics"].get("precision") or {}, metrics["feature_extractor"]
+    if entry.get("features"):
+        return {"label": entry["features"], "name": entry.get("features_name"), "sha256": entry.get("features_sha256"),
+                "k": entry.get("k")}
+    return {"label": fe.get("label") or fe.get("name"), "name": fe.get("name"), "sha256": fe.get("sha256"),
+            "k": entry.get("k")}
+
+
 def eval_settings(metrics: dict) -> dict:
     real, fe = metrics["real"], metrics["feature_extractor"]
+    pr = pr_features(metrics)
     return {"num_samples": metrics["samples"]["n"], "real_source": real.get("source"), "split": real.get("split"),
             "split_sha256": real.get("split_sha256"), "num_real": real.get("n"),
             "extractor": fe.get("name"), "extractor_sha256": fe.get("sha256"), "fid_mode": metrics["fid_mode"],
-            "mode": metrics["samples"].get("mode", "sample")}
+            "mode": metrics["samples"].get("mode", "sample"), "pr_extractor": pr["name"],
+            "pr_extractor_sha256": pr["sha256"]}
 
 
 def settings_key(metrics: dict) -> tuple:
     return tuple(sorted(eval_settings(metrics).items()))
 
 
-def describe_settings(s: dict, seeds: list | None = None) -> str:
+def describe_settings(s: dict, seeds: list | None = None, pr: dict | None = None) -> str:
+    """``pr``: pr_features() of a row with these settings (says what precision/recall were computed on)."""
     seed = "" if not seeds else f" (seed {', '.join(str(x) for x in seeds)})"
+    pr_text = "" if not pr else (f"; precision/recall on `{pr['label']}` features (sha256 "
+                                 f"`{str(pr['sha256'])[:12]}`, k={pr['k'] if pr['k'] is not None else '?'})")
     if s.get("mode") == "translate":
         return (f"{s['num_samples']} translated held-out images per model (both directions) vs {s['num_real']} "
                 f"held-out images of the target domains: `{s['real_source']}` (splits sha256 "
                 f"`{str(s['split_sha256'])[:12]}`); features `{s['extractor']}` (sha256 "
-                f"`{str(s['extractor_sha256'])[:12]}`), FID mode {s['fid_mode']}")
+                f"`{str(s['extractor_sha256'])[:12]}`), FID mode {s['fid_mode']}{pr_text}")
     return (f"{s['num_samples']} generated samples per model{seed} vs {s['num_real']} real images: "
             f"`{s['real_source']}` {s['split']} split (sha256 `{str(s['split_sha256'])[:12]}`); "
-            f"features `{s['extractor']}` (sha256 `{str(s['extractor_sha256'])[:12]}`), FID mode {s['fid_mode']}")
+            f"features `{s['extractor']}` (sha256 `{str(s['extractor_sha256'])[:12]}`), FID mode {s['fid_mode']}"
+            f"{pr_text}")
 
 
 FLAG_MARKS = ("†", "‡", "§", "¶", "#", "**", "††", "‡‡")
@@ -399,20 +416,26 @@ def markdown_table(spec: TableSpec, rows: list[Row], notes: dict | None = None) 
 def table_body(spec: TableSpec, rows: list[Row], notes: dict | None = None) -> str:
     """Settings statement + table + footnotes: the part that also goes into the README."""
     settings, flagged = flag_mixed_settings(rows)
-    seeds = sorted({r.metrics["samples"].get("seed") for r in rows if settings_key(r.metrics) ==
-                    tuple(sorted(settings.items()))}, key=str)
+    main_rows = [r for r in rows if not r.flag]
+    seeds = sorted({r.metrics["samples"].get("seed") for r in main_rows}, key=str)
+    pr = pr_features(main_rows[0].metrics)
     parts = []
     if spec.blurb:
         parts.append(spec.blurb)
-    parts.append(f"Evaluation: {describe_settings(settings, seeds)}.")
+    parts.append(f"Evaluation: {describe_settings(settings, seeds, pr)}.")
     if not settings["extractor"] or not str(settings["extractor"]).startswith("clean-fid-inception"):
         parts.append("**These numbers use a test feature network, not Inception: they are not comparable with "
                      "published FIDs.**")
+    if not str(pr["label"]).startswith("vgg16 fc2"):
+        parts.append(f"Precision/recall (Kynkäänniemi et al. 2019, k-NN manifolds) are computed on `{pr['label']}` "
+                     "features, not the VGG-16 fc2 features of the paper and StyleGAN2-ADA: compare them only within "
+                     "this table.")
     parts.append(markdown_table(spec, rows, notes))
     for mark, s in flagged.items():
-        names = ", ".join(f"`{r.name}`" for r in rows if r.flag == mark)
+        marked = [r for r in rows if r.flag == mark]
+        names = ", ".join(f"`{r.name}`" for r in marked)
         parts.append(f"{mark} Evaluated under different settings — not comparable with the other rows: "
-                     f"{describe_settings(s)} ({names}).")
+                     f"{describe_settings(s, pr=pr_features(marked[0].metrics))} ({names}).")
     parts.append("n/a: not computed; the reason is in the row's metrics.json. Params (G): parameters used for "
                  "sampling. Generated by `compare.py` from metrics.json files — do not edit by hand.")
     return "\n\n".join(parts)
@@ -464,8 +487,8 @@ def figures_markdown(rows: list[Row], table_figures: dict, base: Path, level: st
 CSV_FIELDS = ("table", "key", "run", "family", "label", "fid", "kid", "precision", "recall", "inception_score",
               "lpips_diversity", "params_generator", "params_total", "train_seconds", "sampling_throughput", "step",
               "epoch", "resolution", "num_samples", "seed", "sample_kwargs", "real_source", "real_split",
-              "split_sha256", "num_real", "extractor", "extractor_sha256", "fid_mode", "settings_flag",
-              "metrics_path", "export_path")
+              "split_sha256", "num_real", "extractor", "extractor_sha256", "pr_features", "pr_extractor_sha256",
+              "fid_mode", "settings_flag", "metrics_path", "export_path")
 
 
 def csv_text(rows: list[Row]) -> str:
@@ -482,6 +505,7 @@ def csv_text(rows: list[Row]) -> str:
                "sample_kwargs": json.dumps(r.metrics["samples"].get("sample_kwargs") or {}, sort_keys=True),
                "real_source": s["real_source"], "real_split": s["split"], "split_sha256": s["split_sha256"],
                "num_real": s["num_real"], "extractor": s["extractor"], "extractor_sha256": s["extractor_sha256"],
+               "pr_features": pr_features(r.metrics)["label"], "pr_extractor_sha256": s["pr_extractor_sha256"],
                "fid_mode": s["fid_mode"], "settings_flag": r.flag, "metrics_path": str(r.metrics_path),
                "export_path": str(r.export_path) if r.export_path else ""}
         for name in ("fid", "kid", "precision", "recall", "inception_score", "lpips_diversity", "params_generator",

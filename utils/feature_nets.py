@@ -87,6 +87,7 @@ class FeatureExtractor(nn.Module):
     """
 
     name: str = ""
+    label: str = ""   # the network and layer in words, recorded in every metric entry that uses these features
     dim: int = 0
     input_size: int = 299
 
@@ -96,8 +97,12 @@ class FeatureExtractor(nn.Module):
         self.path: str | None = None
 
     def describe(self) -> dict:
-        return {"name": self.name, "dim": self.dim, "input_size": self.input_size, "path": self.path,
-                "sha256": self.sha256}
+        return {"name": self.name, "label": self.label, "dim": self.dim, "input_size": self.input_size,
+                "path": self.path, "sha256": self.sha256}
+
+    def features_info(self) -> dict:
+        """The fields a metrics.json entry computed on these features carries."""
+        return {"features": self.label, "features_name": self.name, "features_sha256": self.sha256 or None}
 
 
 class InceptionFeatures(FeatureExtractor):
@@ -107,6 +112,7 @@ class InceptionFeatures(FeatureExtractor):
     """
 
     name = "clean-fid-inception-2015-12-05"
+    label = "inception-v3 pool3 (2048-d)"
     dim = 2048
 
     def __init__(self, path: str | os.PathLike):
@@ -140,6 +146,7 @@ class TinyFeatures(FeatureExtractor):
     """
 
     name = "tiny-random-conv-v1"
+    label = "tiny random conv (64-d; tests only)"
     dim = 64
     _SEED = 20240531
 
@@ -201,6 +208,98 @@ def load_feature_extractor(kind: str = "inception", *, weights: str | os.PathLik
     else:
         raise MetricsError(f"unknown feature extractor {kind!r}; choose 'inception' or 'tiny'")
     return net.to(device).eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# VGG-16 features for precision/recall
+# ---------------------------------------------------------------------------------------------
+
+PR_FEATURES = ("inception", "vgg16")
+
+
+class VGG16Features(FeatureExtractor):
+    """A torchvision-named VGG-16 state dict as a precision/recall feature network (input resized to 224²).
+
+    With the classifier in the state dict: fc2 after its ReLU (4096-d), the layer Kynkäänniemi et al. (2019)
+    and the StyleGAN2-ADA metrics use (they load NVIDIA's own vgg16.pt, so numbers are close, not identical).
+    With conv weights only up to relu3_3 (``features.0``…``features.14``, e.g. the file the perceptual loss
+    uses): the relu3_3 map global-average-pooled (256-d).  ``layer`` and ``label`` say which.
+    Weights are read by models.perceptual (same key conventions and errors as ``--vgg-weights``).
+    """
+
+    input_size = 224
+
+    def __init__(self, state: dict, *, path: str | os.PathLike | None = None):
+        super().__init__()
+        from models.perceptual import (IMAGENET_MEAN, IMAGENET_STD, VGGWeightsError, load_features_state,
+                                       vgg16_features_to_relu3_3)
+
+        where = str(path) if path else "VGG-16 state dict"
+        if any(k.startswith("classifier.") for k in state):
+            from torchvision.models import vgg16
+
+            with torch.device("meta"):  # no 138M-parameter random init before loading
+                net = vgg16(weights=None, init_weights=False)
+            try:
+                net.load_state_dict(state, strict=True, assign=True)
+            except RuntimeError:
+                raise MetricsError(f"{where} has classifier weights but is not a full torchvision vgg16 "
+                                   f"state dict") from None
+            # classifier[:5] = fc1, ReLU, Dropout (inactive in eval), fc2, ReLU
+            self.features, self.pool, self.head = net.features, net.avgpool, net.classifier[:5]
+            self.layer, self.dim = "fc2", 4096
+            self.label = "vgg16 fc2 (4096-d)"
+        else:
+            self.features = vgg16_features_to_relu3_3()
+            try:
+                load_features_state(self.features, state, where)
+            except VGGWeightsError as e:
+                raise MetricsError(str(e.code).removeprefix("error: ")) from None
+            self.pool, self.head = nn.AdaptiveAvgPool2d(1), nn.Identity()
+            self.layer, self.dim = "relu3_3-gap", 256
+            self.label = "vgg16 relu3_3 global-avg-pool (256-d)"
+        self.name = f"vgg16-{self.layer}"
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255, persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255, persistent=False)
+        self.float().requires_grad_(False)  # a half-precision file still runs in float32
+        self.eval()
+        if path:
+            self.path, self.sha256 = str(Path(path).resolve()), file_sha256(path)
+        else:
+            self.sha256 = tensor_sha256(v for _, v in sorted(self.state_dict().items()))
+        self.weights_note = _safetensors_note(path)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "layer": self.layer, "weights_note": self.weights_note}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pool(self.features((x - self.mean) / self.std)).flatten(1))
+
+
+def _safetensors_note(path) -> str | None:
+    """The 'source' a .safetensors weight file states about itself (e.g. anti-aliased training), if any."""
+    if not path or Path(path).suffix != ".safetensors":
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return (f.metadata() or {}).get("source")
+
+
+def load_vgg16_features(weights: str | os.PathLike | None = None, device: str | torch.device = "cpu"
+                        ) -> VGG16Features:
+    """VGG-16 P/R features from ``weights`` or $FACEGEN_VGG_WEIGHTS (never downloaded: P/R is optional)."""
+    from models.perceptual import ENV_WEIGHTS, VGGWeightsError, read_state_dict, resolve_weights_path
+
+    path = resolve_weights_path(weights)
+    if path is None:
+        raise MetricsError(f"--pr-features vgg16 needs --pr-vgg-weights PATH or ${ENV_WEIGHTS}: a torchvision vgg16 "
+                           "state dict (.safetensors/.pth; with its classifier for fc2 features)")
+    try:
+        state = read_state_dict(path)
+    except VGGWeightsError as e:
+        raise MetricsError(str(e.code).removeprefix("error: ")) from None
+    return VGG16Features(state, path=path).to(device)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ Statistics use clean-fid's formulas: ``np.mean``/``np.cov`` of float32 features,
 and the same KID estimator (subset sampling included).
 
 Features come from ``utils.feature_nets``: clean-fid's Inception for reportable numbers, or a seeded random
-'tiny' net for tests and CPU smoke runs (never comparable with Inception numbers; metrics.json says which).
+'tiny' net for tests and CPU smoke runs (never comparable with Inception numbers); precision/recall may instead
+use VGG-16 features (``evaluate.py --pr-features vgg16``).  Every metrics.json entry names its features.
 """
 from __future__ import annotations
 
@@ -306,7 +307,10 @@ def precision_recall(real_feats: np.ndarray, fake_feats: np.ndarray, *, k: int =
     """Improved precision and recall (Kynkäänniemi et al. 2019) on k-NN hypersphere manifolds.
 
     precision: fraction of fakes inside the real manifold (some real's ball of radius = its k-th NN distance);
-    recall: fraction of reals inside the fake manifold.  Follows the StyleGAN2-ADA reference code.
+    recall: fraction of reals inside the fake manifold.  Computed on whatever features are given (k=3 by
+    default, as in the paper).  The paper and the StyleGAN2-ADA reference code use VGG-16 fc2 features;
+    evaluate.py passes the FID network's Inception pool3 features unless ``--pr-features vgg16``, and every
+    metrics.json entry records which (``features``).
     """
     dev = device or "cpu"
     real = torch.from_numpy(np.asarray(real_feats, np.float32)).to(dev)
@@ -433,6 +437,25 @@ def distributed_extract(images, extractor: FeatureExtractor, *, batch_size: int 
         logits.append(torch.from_numpy(lg) if lg is not None else None)
         idx.append(torch.arange(start, stop))
     return _gather_outputs(accelerator, feats, logits, idx, extractor.dim, classifier is not None)
+
+
+class BlockFeatures:
+    """A second network's features, collected from ``on_block(start, uint8 block)`` calls and gathered in global
+    order: lets precision/recall use other features than FID on the very same samples, without a second pass."""
+
+    def __init__(self, extractor: FeatureExtractor, *, batch_size: int = 64, device=None):
+        self.extractor, self.batch_size, self.device = extractor, batch_size, device
+        self.feats: list[torch.Tensor] = []
+        self.idx: list[torch.Tensor] = []
+
+    def __call__(self, start: int, block) -> None:
+        f = extract_features(block, self.extractor, batch_size=self.batch_size, device=self.device)
+        self.feats.append(torch.from_numpy(f))
+        self.idx.append(torch.arange(start, start + len(f)))
+
+    def gather(self, accelerator=None) -> np.ndarray:
+        """All processes' features in sample order (every process must call this)."""
+        return _gather_outputs(accelerator, self.feats, [], self.idx, self.extractor.dim, False)[0]
 
 
 @dataclass
@@ -579,8 +602,19 @@ class FIDEvaluator:
     info: dict = field(default_factory=dict)
     fd_method: str = "sqrtm"   # 'eigh' for fast periodic FID during training (same value to ~1e-6)
 
-    def __post_init__(self):
-        self.mu, self.sigma = feature_statistics(self.real_features)
+    @property
+    def mu(self) -> np.ndarray:
+        return self._stats()[0]
+
+    @property
+    def sigma(self) -> np.ndarray:
+        return self._stats()[1]
+
+    def _stats(self):
+        # Lazy: a precision/recall-only evaluator (4096-d VGG features) never needs the covariance.
+        if "_mu_sigma" not in self.__dict__:
+            self.__dict__["_mu_sigma"] = feature_statistics(self.real_features)
+        return self.__dict__["_mu_sigma"]
 
     @classmethod
     def from_images(cls, extractor: FeatureExtractor, real_images, *, device=None, batch_size: int = 64,
@@ -650,12 +684,14 @@ class FIDEvaluator:
 
     def metrics(self, fake_features: np.ndarray, *, want: Sequence[str] = ("fid", "kid", "pr"), k: int = 3,
                 kid_seed: int = 0) -> dict:
-        """{'fid', 'kid', 'precision', 'recall'} entries ({'value': ...} dicts) for the requested metrics.
+        """{'fid', 'kid', 'precision', 'recall'} entries ({'value': ...} dicts) for the requested metrics, each
+        naming this evaluator's feature network (``features``, ``features_name``, ``features_sha256``).
 
         A metric that cannot be computed (e.g. too few samples) becomes {"value": None, "not_computed": why}.
         """
         out = {}
         n = min(len(fake_features), len(self.real_features))
+        feats = self.extractor.features_info()
         if "fid" in want:
             out["fid"] = _entry(lambda: {"value": self.fid_from_features(fake_features), "fd_method": self.fd_method})
             if out["fid"]["value"] is not None and n <= self.extractor.dim:
@@ -670,7 +706,7 @@ class FIDEvaluator:
                 self.real_features, fake_features, k=k, device=self.device))))
             for name in ("precision", "recall"):
                 out[name] = {"value": pr[name], "k": k} if "not_computed" not in pr else dict(pr)
-        return out
+        return {name: {**entry, **feats} for name, entry in out.items()}
 
 
 def _entry(fn: Callable[[], dict]) -> dict:
@@ -689,6 +725,9 @@ METRICS_SCHEMA_VERSION = 1
 # Every metrics.json holds all of these entries; one that was not computed has value null and says why.
 METRIC_NAMES = ("fid", "kid", "precision", "recall", "inception_score", "lpips_diversity",
                 "params_generator", "params_total", "train_seconds", "sampling_throughput")
+# Metrics computed on a network's outputs: a computed entry names that network in "features" (write_metrics
+# enforces it; files written before this was recorded are still read).
+FEATURE_METRICS = ("fid", "kid", "precision", "recall", "inception_score", "lpips_diversity")
 _SECTIONS = {"source": dict, "samples": dict, "real": dict, "feature_extractor": dict, "metrics": dict,
              "versions": dict, "runtime": dict, "fid_mode": str, "created": str, "command": str}
 
@@ -701,8 +740,11 @@ def not_computed(reason: str, **extra) -> dict:
     return {"value": None, "not_computed": reason, **extra}
 
 
-def validate_metrics(obj: dict, where: str = "metrics.json") -> dict:
-    """Check a metrics.json object against schema version 1 (see ``evaluate.py`` for the field list)."""
+def validate_metrics(obj: dict, where: str = "metrics.json", *, require_features: bool = False) -> dict:
+    """Check a metrics.json object against schema version 1 (see ``evaluate.py`` for the field list).
+
+    ``require_features``: computed FEATURE_METRICS must name their feature network (new files).
+    """
     if not isinstance(obj, dict):
         raise MetricsFileError(f"{where}: top level must be an object")
     if obj.get("schema_version") != METRICS_SCHEMA_VERSION:
@@ -723,6 +765,9 @@ def validate_metrics(obj: dict, where: str = "metrics.json") -> dict:
                 raise MetricsFileError(f"{where}: metrics.{name} is null without a 'not_computed' reason")
         elif isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
             raise MetricsFileError(f"{where}: metrics.{name}.value must be a finite number or null, got {v!r}")
+        elif require_features and name in FEATURE_METRICS and not (isinstance(entry.get("features"), str)
+                                                                   and entry["features"]):
+            raise MetricsFileError(f"{where}: metrics.{name} does not say which features it was computed on")
     if obj["fid_mode"] != FID_MODE:
         raise MetricsFileError(f"{where}: fid_mode {obj['fid_mode']!r}, expected {FID_MODE!r}")
     return obj
@@ -732,7 +777,7 @@ def write_metrics(path: str | os.PathLike, obj: dict) -> Path:
     """Validate, then write atomically (readers never see half a file)."""
     from utils.export import atomic_write_json
 
-    validate_metrics(obj, str(path))
+    validate_metrics(obj, str(path), require_features=True)
     atomic_write_json(path, obj)
     return Path(path)
 
