@@ -220,3 +220,23 @@ def test_bench_presets_mirror_the_scripts(family, preset):
     diff = {k: (from_script[k], from_bench.get(k)) for k in from_script
             if k not in ignored and str(from_script[k]) != str(from_bench.get(k))}
     assert not diff, f"bench preset {family} {preset} differs from {scripts[0].name}: {diff}"
+
+
+def test_accelerate_launch_on_cpu_uses_every_core(monkeypatch):
+    """accelerate launch exports OMP_NUM_THREADS=1; a CPU run must still use the machine's cores."""
+    import os
+
+    from utils.fastpath import cpu_threads_for_launch
+
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.delenv("FACEGEN_THREADS", raising=False)
+    monkeypatch.delenv("ACCELERATE_DYNAMO_BACKEND", raising=False)
+    assert cpu_threads_for_launch(1) is None                 # plain `python train_*.py`: torch's own choice
+    monkeypatch.setenv("ACCELERATE_DYNAMO_BACKEND", "NO")    # what accelerate launch exports to its children
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert cpu_threads_for_launch(1) == cores
+    assert cpu_threads_for_launch(2) == max(1, cores // 2)   # processes on one machine share the cores
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert cpu_threads_for_launch(1) is None                 # a value the user exported is kept
+    monkeypatch.setenv("FACEGEN_THREADS", "5")
+    assert cpu_threads_for_launch(1) == 5

@@ -101,6 +101,26 @@ def bf16_is_native(device: torch.device | str) -> bool:
     return any(probe() for probe in probes if probe is not None)
 
 
+def cpu_threads_for_launch(local_processes: int) -> int | None:
+    """Intra-op threads for a CPU process started by ``accelerate launch``, or None to keep torch's choice.
+
+    accelerate launch exports OMP_NUM_THREADS=1 to every process of a CPU run unless the caller exported a value
+    (its launcher only picks more for ``--cpu``), so a single-process ``accelerate launch train_*.py`` would use one
+    core of the machine.  Under that launcher an OMP_NUM_THREADS of 1 is therefore read as "unset": the cores
+    this process may run on are shared among the processes of this machine.  ``$FACEGEN_THREADS`` overrides both
+    (the test suite sets it to 1 so that its launches do not oversubscribe the machine).
+    """
+    import os
+    if "ACCELERATE_DYNAMO_BACKEND" not in os.environ:   # exported by accelerate launch to every child it starts
+        return None
+    if os.environ.get("FACEGEN_THREADS"):
+        return max(1, int(os.environ["FACEGEN_THREADS"]))
+    if os.environ.get("OMP_NUM_THREADS", "1") != "1":
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, local_processes))
+
+
 def cpu_model() -> str:
     """The CPU's model name (Linux /proc/cpuinfo; elsewhere platform.processor()), for benchmark records."""
     import platform

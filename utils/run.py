@@ -9,6 +9,7 @@ import argparse
 import hashlib
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -199,6 +200,11 @@ def setup_run(args: argparse.Namespace, family: str, tag: str) -> Run:
                                   log_with=_trackers())
     except (ValueError, RuntimeError) as e:  # e.g. a precision this device does not support
         raise SystemExit(f"error: cannot set up Accelerate: {(str(e).strip().splitlines() or [''])[0][:200]}") from None
+    if accelerator.device.type == "cpu":
+        from utils.fastpath import cpu_threads_for_launch
+        threads = cpu_threads_for_launch(int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes)))
+        if threads is not None:
+            torch.set_num_threads(threads)
     if torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = args.tf32
         torch.backends.cudnn.allow_tf32 = args.tf32
@@ -214,7 +220,8 @@ def setup_run(args: argparse.Namespace, family: str, tag: str) -> Run:
             accelerator.init_trackers("tb", config=_flat_config(args))
     if not args.resume:
         run.commit_config()  # a resumed run's config.json is replaced only once the resume succeeded
-    run.print(f"[{family}] run dir {run_dir} | {accelerator.num_processes} process(es) on {accelerator.device} | "
+    threads = f" ({torch.get_num_threads()} threads)" if accelerator.device.type == "cpu" else ""
+    run.print(f"[{family}] run dir {run_dir} | {accelerator.num_processes} process(es) on {accelerator.device}{threads} | "
               f"mixed precision {args.mixed_precision}")
     if accelerator.device.type == "cpu" and args.mixed_precision == "no":
         from utils.fastpath import bf16_is_native
