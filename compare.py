@@ -633,12 +633,22 @@ def run(args) -> dict[str, list[Row]]:
     extractors = Extractors(args.feature_extractor, args.fid_weights, device)
     fig_dir = out / "figures"
     table_figs = {}
+    from utils.progress import bar
+
+    per_row = [k for k in args.figures if k != "curves"]
+    progress = bar(sum(len(m) for m in tables.values()), desc="figures", unit="row") if per_row else None
     for name, members in tables.items():
         for row in members:
+            if progress is not None:
+                progress.set_postfix_str(row.name, refresh=False)
             skipped += row_figures(row, args, fig_dir, extractors, device)
+            if progress is not None:
+                progress.update(1)
         if "curves" in args.figures:
             table_figs[name] = curve_figures(members, fig_dir / f"{name}_fid.png", fig_dir / f"{name}_losses.png",
                                              TABLES[name].title.split(" — ")[0])
+    if progress is not None:
+        progress.close()
     written = write_outputs(tables, args, table_figs, notes)
     for name, members in tables.items():
         flagged = sum(1 for r in members if r.flag)

@@ -13,14 +13,19 @@ metrics.json, schema_version 1 (``utils.metrics.read_metrics`` validates it):
   schema_version, created, command, fid_mode ("clean")
   source            kind ("export"|"folder"), path, sha256, family, step, epoch, weights ("ema"|"raw")
   samples           n, seed, block_size, seeding, sample_kwargs, resolution, saved_png, dir
-  real              source, split, n, split_sha256, pixels_sha256, resolution, cache_path, cache_hit
+  real              source, split, n, split_sha256, pixels_sha256, resolution, crop, cache_path, cache_hit
+                    (+ ref_stats, ref_stats_sha256 with --ref-stats)
   feature_extractor name, dim, input_size, path, sha256 (+ sha256_matches_clean_fid for Inception)
   metrics           fid, kid, precision, recall, inception_score, lpips_diversity, params_generator,
-                    params_total, train_seconds, sampling_throughput: each {"value": number|null, ...};
-                    null values carry "not_computed": reason — never a placeholder number; computed
-                    fid/kid/precision/recall/inception_score/lpips_diversity name their network in
-                    "features" (+ "features_name", "features_sha256")
+                    params_total, train_seconds, sampling_throughput, and (files written since they exist;
+                    older files lack them and still validate) density, coverage, fd_dinov2: each
+                    {"value": number|null, ...}; null values carry "not_computed": reason — never a
+                    placeholder number; computed metrics on a network's outputs name it in "features"
+                    (+ "features_name", "features_sha256") and carry their sample counts ("num_samples",
+                    "num_real"); Fréchet distances (fid, fd_dinov2) also "feature_dim" and "biased"
+                    (true when n ≤ feature_dim: singular covariances, see utils.metrics.fd_sample_counts)
   pr_feature_extractor  only with --pr-features vgg16: the P/R network (as feature_extractor, + layer)
+  dinov2_feature_extractor  only with fd_dinov2: the DINOv2 network (as feature_extractor)
   versions          python and library versions
   runtime           device, num_processes, wall_seconds, sampling_seconds, feature_seconds, ...
 """
@@ -37,15 +42,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils.feature_nets import (LPIPS_RANDOM, PR_FEATURES, MetricsError, file_sha256, load_feature_extractor,
-                                load_is_classifier, load_vgg16_features)
-from utils.metrics import (FD_METHODS, FID_MODE, METRIC_NAMES, METRICS_SCHEMA_VERSION, BlockFeatures, FIDEvaluator,
-                           MetricsFileError, distributed_extract,
-                           generate_and_extract, inception_score, load_image_folder, lpips_diversity, not_computed,
-                           pixels_sha256, reference_key, write_metrics)
+from utils.feature_nets import (DINOV2_TINY, DINOV2_WEIGHTS_ENV, LPIPS_RANDOM, PR_FEATURES, MetricsError, file_sha256,
+                                load_feature_extractor, load_is_classifier, load_vgg16_features)
+from utils.metrics import (FD_METHODS, FID_MODE, METRIC_NAMES, METRICS_SCHEMA_VERSION, OPTIONAL_METRIC_NAMES,
+                           BlockFeatures, FIDEvaluator, MetricsFileError, distributed_extract, generate_and_extract,
+                           inception_score, load_image_folder, load_reference_statistics, lpips_diversity,
+                           not_computed, pixels_sha256, reference_key, save_reference_statistics, write_metrics)
 from utils.run import oom_message
 
-ALL_METRICS = ("fid", "kid", "pr", "is", "lpips", "params", "throughput")
+# pr = precision + recall (Kynkäänniemi et al. 2019), dc = density + coverage (Naeem et al. 2020), both on the P/R
+# features; fd_dinov2 = Fréchet distance in DINOv2 ViT-L/14 space (Stein et al. 2023; opt-in: a 300M-parameter
+# ViT whose weights may have to be fetched).
+ALL_METRICS = ("fid", "kid", "pr", "dc", "is", "lpips", "params", "throughput", "fd_dinov2")
+DEFAULT_METRICS = tuple(m for m in ALL_METRICS if m != "fd_dinov2")
 DEFAULT_N_REAL = 5000
 
 
@@ -95,8 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="DDPM only: sample with an NHWC UNet (speed; same maths up to convolution algorithms)")
     p.add_argument("--out", type=str, default=None,
                    help="output folder (default: <export stem>_eval/ beside the export, or <fake-dir>_eval/)")
-    p.add_argument("--metrics", type=metric_list, default=list(ALL_METRICS),
-                   help=f"comma-separated subset of {','.join(ALL_METRICS)} (default: all)")
+    p.add_argument("--metrics", type=metric_list, default=list(DEFAULT_METRICS),
+                   help=f"comma-separated subset of {','.join(ALL_METRICS)} (default: all but fd_dinov2). "
+                        "pr = precision/recall, dc = density/coverage (Naeem et al. 2020), fd_dinov2 = Fréchet "
+                        "distance in DINOv2 ViT-L/14 features (dgm-eval / EDM2's FD_DINOv2)")
     p.add_argument("--feature-extractor", type=str, default="inception", choices=["inception", "tiny"],
                    help="'inception' (clean-fid's, reportable) or 'tiny' (seeded random net for tests/CPU smoke runs)")
     p.add_argument("--fid-weights", type=str, default=None,
@@ -110,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fd-method", type=str, default="sqrtm", choices=list(FD_METHODS),
                    help="Fréchet distance: 'sqrtm' (clean-fid's numerics) or 'eigh' (same to ~1e-6, much faster)")
     p.add_argument("--pr-k", type=positive_int, default=3, help="k of the k-NN manifolds for precision/recall")
+    p.add_argument("--dc-k", type=positive_int, default=5,
+                   help="k of the k-NN balls for density/coverage (Naeem et al. 2020 use 5)")
+    p.add_argument("--dinov2-weights", type=str, default=None,
+                   help=f"DINOv2 ViT-L/14 weights for fd_dinov2: timm's model.safetensors or Meta's "
+                        f"dinov2_vitl14_pretrain.pth (default: ${DINOV2_WEIGHTS_ENV}, else the Hugging Face hub); "
+                        f"'{DINOV2_TINY}' = a random tiny ViT of the same class, tests only")
     p.add_argument("--pr-features", type=str, default="inception", choices=list(PR_FEATURES),
                    help="features for precision/recall: 'inception' = the FID network's (--feature-extractor), or "
                         "'vgg16' (as in Kynkäänniemi et al. 2019 / StyleGAN2-ADA; needs --pr-vgg-weights)")
@@ -124,6 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "for --real)")
     p.add_argument("--save-samples", type=nonneg_int, default=None,
                    help="how many samples to save as PNG (default: all; 0 = none)")
+    p.add_argument("--ref-stats", type=str, default=None,
+                   help="reference = this statistics file instead of images: clean-fid custom statistics (.npz with "
+                        "mu, sigma; + <name>_kid.npz features for KID/P/R/density/coverage) with the sidecar .json "
+                        "that --write-ref-stats writes (a clean-fid file without one: Inception only)")
+    p.add_argument("--write-ref-stats", type=str, default=None,
+                   help="also write the reference's feature statistics to PATH.npz (+ PATH_kid.npz, PATH.json: "
+                        "network, mode, crop, resolution, image count, split hash), for --ref-stats elsewhere")
     p.add_argument("--stats-cache", type=str, default=None,
                    help="reference-statistics cache (default $FACEGEN_CACHE/fid_stats or ~/.cache/facegen/fid_stats)")
     p.add_argument("--mode", type=str, default="auto", choices=["auto", "sample", "translate"],
@@ -181,7 +205,8 @@ def real_images_for(args, export):
         images, info = load_image_folder(args.real, limit=args.n_real or DEFAULT_N_REAL)
         return images, {"source": info["folder"], "split": "folder", "split_sha256": info["pixels_sha256"],
                         "pixels_sha256": info["pixels_sha256"], "resolution": "native (resized to 299 by clean-fid)",
-                        "num_files": info["num_files"], "skipped_unreadable": info["skipped_unreadable"]}
+                        "crop": "none (files as they are)", "num_files": info["num_files"],
+                        "skipped_unreadable": info["skipped_unreadable"]}
     if export is None:
         raise MetricsError("--fake-dir needs --real DIR (there is no export to take a held-out split from)")
     data = heldout_from_train_config(export.train_config, export.model.resolution)
@@ -192,6 +217,7 @@ def real_images_for(args, export):
         real = real[:args.n_real]
     return real, {"source": data.info["source"], "split": "heldout", "split_sha256": data.info["split_sha256"],
                   "pixels_sha256": pixels_sha256(real), "resolution": int(real.shape[-1]),
+                  "crop": export.train_config.get("crop", "center"), "num_files": len(real),
                   "heldout_size": len(data.heldout), "manifest_path": data.info.get("manifest_path")}
 
 
@@ -254,8 +280,9 @@ def fill_metrics(metrics: dict, wanted: list[str]) -> dict:
     """Every schema metric present: missing ones become explicit 'not requested' / 'not applicable' entries."""
     by_flag = {"fid": "fid", "kid": "kid", "precision": "pr", "recall": "pr", "inception_score": "is",
                "lpips_diversity": "lpips", "params_generator": "params", "params_total": "params",
-               "sampling_throughput": "throughput", "train_seconds": "params"}
-    for name in METRIC_NAMES:
+               "sampling_throughput": "throughput", "train_seconds": "params", "density": "dc", "coverage": "dc",
+               "fd_dinov2": "fd_dinov2"}
+    for name in (*METRIC_NAMES, *OPTIONAL_METRIC_NAMES):
         if name not in metrics:
             flag = by_flag[name]
             metrics[name] = not_computed("not requested (--metrics)" if flag not in wanted
@@ -271,6 +298,7 @@ def run(args) -> dict | None:
     from accelerate import Accelerator
 
     t_start = time.perf_counter()
+    check_reference_flags(args)
     # cpu=True on a CPU-only machine is what makes accelerate treat torchrun/accelerate-launch processes as a
     # distributed (gloo) group; without it each process would silently evaluate everything alone.
     acc = Accelerator(cpu=args.cpu or not torch.cuda.is_available())
@@ -296,6 +324,10 @@ def run(args) -> dict | None:
     metrics, runtime = {}, {"device": str(device), "num_processes": acc.num_processes}
     pr_net = pr_network(args, device)
     pr_fake = BlockFeatures(pr_net, batch_size=args.batch_size, device=device) if pr_net else None
+    dino_net = dinov2_network(args, device)
+    dino_fake = BlockFeatures(dino_net, batch_size=args.batch_size, device=device) if dino_net else None
+    if is_main and args.mode != "translate":
+        warn_biased(args, extractor, dino_net)
 
     export = None
     if args.ckpt:
@@ -307,7 +339,7 @@ def run(args) -> dict | None:
             raise MetricsError(f"--mode {mode} does not fit a {export.family!r} export (translation families: "
                                f"{', '.join(TRANSLATION_FAMILIES)}; use --mode auto)")
         if mode == "translate":
-            return run_translate(args, acc, export, extractor, out_dir, save_n, t_start, pr_net)
+            return run_translate(args, acc, export, extractor, out_dir, save_n, t_start, pr_net, dino_net)
         kw = sample_kwargs(args, export.family)
         model = export.model
         if export.weights != "ema":
@@ -324,7 +356,8 @@ def run(args) -> dict | None:
         t0 = time.perf_counter()
         gen = generate_and_extract(sample_fn, args.num_samples, extractor, block_size=args.batch_size,
                                    seed=args.seed, device=device, classifier=classifier, accelerator=acc,
-                                   keep_images=need_head, on_block=chain(save_block, pr_fake))
+                                   keep_images=need_head, on_block=chain(save_block, pr_fake, dino_fake),
+                                   desc="sampling + features")
         runtime.update(sampling_seconds=gen.sampling_seconds, generate_and_features_seconds=time.perf_counter() - t0)
         fake_feats, logits, head = gen.features, gen.logits, gen.head_images
         g_params, g_rule = generator_params(model)
@@ -350,7 +383,8 @@ def run(args) -> dict | None:
         fake_images, finfo = load_image_folder(args.fake_dir, limit=args.num_samples)
         t0 = time.perf_counter()
         fake_feats, logits = distributed_extract(fake_images, extractor, batch_size=args.batch_size, device=device,
-                                                 classifier=classifier, accelerator=acc, on_block=pr_fake)
+                                                 classifier=classifier, accelerator=acc,
+                                                 on_block=chain(pr_fake, dino_fake), desc="features")
         runtime["fake_feature_seconds"] = time.perf_counter() - t0
         same_size = len({a.shape for a in fake_images[:need_head]}) == 1
         head = torch.from_numpy(np.stack(fake_images[:need_head])).permute(0, 3, 1, 2) \
@@ -361,21 +395,37 @@ def run(args) -> dict | None:
                    "sample_kwargs": {}, "resolution": int(fake_images[0].shape[0]), "saved_png": 0,
                    "dir": finfo["folder"], "skipped_unreadable": finfo["skipped_unreadable"]}
 
-    real_images, real_info = real_images_for(args, export)
-    key = reference_key(source=real_info["source"], split_sha256=real_info["split_sha256"],
-                        pixels_sha256=real_info["pixels_sha256"], resolution=real_info["resolution"],
-                        n=len(real_images), extractor=extractor)
-    ev = FIDEvaluator.from_images(extractor, real_images, device=device, batch_size=args.batch_size, cache_key=key,
-                                  cache_dir=args.stats_cache, accelerator=acc, info=real_info,
-                                  fd_method=args.fd_method)
+    if args.ref_stats:
+        mu, sigma, ref_feats, real_info = load_reference_statistics(args.ref_stats, extractor)
+        real_images = None
+        ev = FIDEvaluator.from_statistics(extractor, mu, sigma, features=ref_feats, device=device,
+                                          batch_size=args.batch_size, accelerator=acc, info=real_info,
+                                          fd_method=args.fd_method)
+    else:
+        real_images, real_info = real_images_for(args, export)
+        key = reference_key(source=real_info["source"], split_sha256=real_info["split_sha256"],
+                            pixels_sha256=real_info["pixels_sha256"], resolution=real_info["resolution"],
+                            n=len(real_images), extractor=extractor)
+        ev = FIDEvaluator.from_images(extractor, real_images, device=device, batch_size=args.batch_size,
+                                      cache_key=key, cache_dir=args.stats_cache, accelerator=acc, info=real_info,
+                                      fd_method=args.fd_method, desc="reference features")
+        if args.write_ref_stats and is_main:
+            shared = {k: real_info.get(k) for k in ("source", "split", "split_sha256", "pixels_sha256", "resolution",
+                                                    "crop", "num_files", "heldout_size") if k in real_info}
+            written = save_reference_statistics(args.write_ref_stats, extractor, ev.real_features, shared)
+            print(f"reference statistics ({len(ev.real_features)} images, {extractor.name}) -> "
+                  f"{', '.join(str(w) for w in written)}")
     runtime["reference_seconds"] = ev.info.get("reference_seconds", 0.0)
-    want = [m for m in ("fid", "kid", "pr") if m in args.metrics]
+    want = [m for m in ("fid", "kid", "pr", "dc") if m in args.metrics]
     pr_metrics = pr_metrics_fn(args, acc, pr_net, pr_fake, real_images, real_info, want)
+    dino_metrics = dinov2_metrics_fn(args, acc, dino_net, dino_fake, real_images, real_info)
     if not is_main:
         return None
 
-    metrics.update(ev.metrics(fake_feats, want=[m for m in want if not (pr_net and m == "pr")], k=args.pr_k))
+    metrics.update(ev.metrics(fake_feats, want=[m for m in want if not (pr_net and m in ("pr", "dc"))], k=args.pr_k,
+                              dc_k=args.dc_k))
     metrics.update(pr_metrics())
+    metrics.update(dino_metrics())
     metrics["inception_score"] = is_entry(args, logits, classifier)
     metrics["lpips_diversity"] = lpips_entry(args, head, device)
     extra = {}
@@ -384,17 +434,81 @@ def run(args) -> dict | None:
     runtime["wall_seconds"] = time.perf_counter() - t_start
     if pr_net is not None:
         extra["pr_feature_extractor"] = pr_net.describe()
-    result = assemble(args, source, samples, {**ev.info, "n": len(real_images)}, extractor, metrics, runtime, extra)
+    if dino_net is not None:
+        extra["dinov2_feature_extractor"] = dino_net.describe()
+    result = assemble(args, source, samples, {**ev.info, "n": ev.num_real}, extractor, metrics, runtime, extra)
     write_metrics(out_dir / "metrics.json", result)
     print(summary_line(result, out_dir))
+    refresh_model_card(args, out_dir / "metrics.json")
     return result
 
 
+def check_reference_flags(args) -> None:
+    if args.ref_stats and (args.real or args.write_ref_stats or args.n_real):
+        raise MetricsError("--ref-stats is the reference: it cannot be combined with --real, --n-real or "
+                           "--write-ref-stats")
+    if args.ref_stats and args.mode == "translate":
+        raise MetricsError("--ref-stats applies to sampling and folder evaluation, not --mode translate "
+                           "(each direction has its own reference)")
+
+
+def warn_biased(args, extractor, dino_net) -> None:
+    """Say up front when the requested sample counts make a Fréchet distance biased (n ≤ feature dimension);
+    the metrics.json entries record it and compare.py's tables footnote it."""
+    n = min(args.num_samples, args.n_real or args.num_samples)
+    nets = [("FID", extractor)] if "fid" in args.metrics else []
+    nets += [("FD-DINOv2", dino_net)] if dino_net is not None else []
+    for what, net in nets:
+        if n <= net.dim:
+            print(f"warning: {what} from {n} samples with {net.dim}-d {net.name} features is biased (n ≤ d: singular "
+                  f"covariance; compare it only with values at the same n); use ≥ {net.dim + 1} samples for a "
+                  "reportable number. KID (unbiased at small n) is reported beside it.", file=sys.stderr)
+
+
+def refresh_model_card(args, metrics_path: Path) -> None:
+    """Rewrite the model card (README.md) beside a run's export.safetensors with these metrics."""
+    if not args.ckpt or Path(args.ckpt).name != "export.safetensors":
+        return
+    from utils.model_card import write_model_card
+
+    try:
+        card = write_model_card(args.ckpt, metrics_path)
+        print(f"model card -> {card}")
+    except (OSError, ValueError) as e:
+        print(f"warning: model card not refreshed ({str(e).splitlines()[0][:120]})", file=sys.stderr)
+
+
 def pr_network(args, device):
-    """The VGG-16 precision/recall network, or None when P/R use the FID features."""
-    if args.pr_features != "vgg16" or "pr" not in args.metrics:
+    """The VGG-16 precision/recall (and density/coverage) network, or None when they use the FID features."""
+    if args.pr_features != "vgg16" or not {"pr", "dc"} & set(args.metrics):
         return None
     return load_vgg16_features(args.pr_vgg_weights, device)
+
+
+def dinov2_network(args, device):
+    """The DINOv2 network for fd_dinov2, or None when not requested."""
+    if "fd_dinov2" not in args.metrics:
+        return None
+    return load_feature_extractor("dinov2", weights=args.dinov2_weights, device=device)
+
+
+def dinov2_metrics_fn(args, acc, dino_net, dino_fake, real_images, real_info: dict, cache_source=None):
+    """Collective part of FD-DINOv2 (reference features, cached like the FID ones; gathered fake features; all
+    processes call it); returns a function giving {'fd_dinov2': entry} (an empty dict when not requested)."""
+    if dino_net is None:
+        return dict
+    fake = dino_fake.gather(acc)
+    if real_images is None:
+        return lambda: {"fd_dinov2": not_computed("the reference is a --ref-stats file of the FID network only; "
+                                                  "FD-DINOv2 needs the reference images")}
+    key = reference_key(source=cache_source or real_info["source"], split_sha256=real_info["split_sha256"],
+                        pixels_sha256=real_info["pixels_sha256"], resolution=real_info["resolution"],
+                        n=len(real_images), extractor=dino_net)
+    dino_ev = FIDEvaluator.from_images(dino_net, real_images, device=acc.device, batch_size=args.batch_size,
+                                       cache_key=key, cache_dir=args.stats_cache, accelerator=acc,
+                                       fd_method=args.fd_method, desc="reference DINOv2 features")
+    return lambda: {"fd_dinov2": {**dino_ev.metrics(fake, want=["fid"])["fid"],
+                                  "reference": "Stein et al. 2023 (dgm-eval); EDM2's FD_DINOv2"}}
 
 
 def chain(*fns):
@@ -406,15 +520,20 @@ def chain(*fns):
 def pr_metrics_fn(args, acc, pr_net, pr_fake, real_images, real_info: dict, want, cache_source=None):
     """Collective part of VGG precision/recall (reference features, gathered fake features; all processes call
     it); returns a function giving the precision/recall entries (an empty dict without a P/R network)."""
-    if pr_net is None or "pr" not in want:
+    if pr_net is None or not {"pr", "dc"} & set(want):
         return dict
+    if real_images is None:
+        names = [m for flag, pair in (("pr", ("precision", "recall")), ("dc", ("density", "coverage")))
+                 if flag in want for m in pair]
+        return lambda: {m: not_computed("the reference is a --ref-stats file of the FID network only; "
+                                        "VGG-16 features need the reference images") for m in names}
     key = reference_key(source=cache_source or real_info["source"], split_sha256=real_info["split_sha256"],
                         pixels_sha256=real_info["pixels_sha256"], resolution=real_info["resolution"],
                         n=len(real_images), extractor=pr_net)
     pr_ev = FIDEvaluator.from_images(pr_net, real_images, device=acc.device, batch_size=args.batch_size,
                                      cache_key=key, cache_dir=args.stats_cache, accelerator=acc)
     fake = pr_fake.gather(acc)
-    return lambda: pr_ev.metrics(fake, want=["pr"], k=args.pr_k)
+    return lambda: pr_ev.metrics(fake, want=[m for m in ("pr", "dc") if m in want], k=args.pr_k, dc_k=args.dc_k)
 
 
 def assemble(args, source, samples, real, extractor, metrics, runtime, extra=None) -> dict:
@@ -456,7 +575,7 @@ DIRECTIONS = {"xy": (0, 1), "yx": (1, 0)}  # direction -> (source domain, target
 
 
 def run_translate(args, acc, export, extractor, out_dir: Path, save_n: int, t_start: float,
-                  pr_net=None) -> dict | None:
+                  pr_net=None, dino_net=None) -> dict | None:
     """Translate each domain's held-out images into the other and score them against that domain's held-out images.
 
     Per direction: FID/KID/precision/recall of the translations, and the same FID for the untranslated inputs (the
@@ -473,7 +592,7 @@ def run_translate(args, acc, export, extractor, out_dir: Path, save_n: int, t_st
         domains = load_domains(export.train_config)
     except DataError as e:
         raise MetricsError(f"cannot rebuild the CycleGAN domains from the export's train_config: {e}") from None
-    want = [m for m in ("fid", "kid", "pr") if m in args.metrics]
+    want = [m for m in ("fid", "kid", "pr", "dc") if m in args.metrics]
     directions, runtime = {}, {"device": str(device), "num_processes": acc.num_processes}
     seconds = {"translate": 0.0}
     for name, (a, b) in DIRECTIONS.items():
@@ -503,9 +622,12 @@ def run_translate(args, acc, export, extractor, out_dir: Path, save_n: int, t_st
                 old.unlink()
         acc.wait_for_everyone()
         pr_fake = BlockFeatures(pr_net, batch_size=args.batch_size, device=device) if pr_net else None
+        dino_fake = BlockFeatures(dino_net, batch_size=args.batch_size, device=device) if dino_net else None
         fake_feats, _ = distributed_extract(src, extractor, batch_size=args.batch_size, device=device,
-                                            accelerator=acc, transform=translate, on_block=chain(save_block, pr_fake))
-        src_feats, _ = distributed_extract(src, extractor, batch_size=args.batch_size, device=device, accelerator=acc)
+                                            accelerator=acc, transform=translate,
+                                            on_block=chain(save_block, pr_fake, dino_fake), desc=f"translate {name}")
+        src_feats, _ = distributed_extract(src, extractor, batch_size=args.batch_size, device=device, accelerator=acc,
+                                           desc=f"untranslated {name}")
         info = {k: domains[b].info.get(k) for k in ("source", "domain", "attr", "attr_value", "split_sha256")}
         info.update(pixels_sha256=pixels_sha256(tgt), resolution=int(tgt.shape[-1]), split="heldout",
                     heldout_size=len(domains[b].heldout))
@@ -513,23 +635,32 @@ def run_translate(args, acc, export, extractor, out_dir: Path, save_n: int, t_st
                             pixels_sha256=info["pixels_sha256"], resolution=info["resolution"], n=len(tgt),
                             extractor=extractor)
         ev = FIDEvaluator.from_images(extractor, tgt, device=device, batch_size=args.batch_size, cache_key=key,
-                                      cache_dir=args.stats_cache, accelerator=acc, info=info, fd_method=args.fd_method)
+                                      cache_dir=args.stats_cache, accelerator=acc, info=info, fd_method=args.fd_method,
+                                      desc=f"reference {name}")
         pr_metrics = pr_metrics_fn(args, acc, pr_net, pr_fake, tgt, info, want, cache_source=key["source"])
-        fid_want = [m for m in want if not (pr_net and m == "pr")]
+        dino_metrics = dinov2_metrics_fn(args, acc, dino_net, dino_fake, tgt, info, cache_source=key["source"])
+        fid_want = [m for m in want if not (pr_net and m in ("pr", "dc"))]
         if acc.is_main_process:
             directions[name] = {"source_domain": domains[a].info.get("domain"), "target_domain": info["domain"],
                                 "n_translated": len(src), "real": {**ev.info, "n": len(tgt)},
-                                "metrics": {**ev.metrics(fake_feats, want=fid_want, k=args.pr_k), **pr_metrics()},
+                                "metrics": {**ev.metrics(fake_feats, want=fid_want, k=args.pr_k, dc_k=args.dc_k),
+                                            **pr_metrics(), **dino_metrics()},
                                 "untranslated_baseline": ev.metrics(src_feats, want=["fid"])["fid"] if "fid" in want
                                 else not_computed("not requested (--metrics)")}
     if not acc.is_main_process:
         return None
 
     metrics = {}
-    for m in ("fid", "kid", "precision", "recall"):
+    for m in ("fid", "kid", "precision", "recall", "density", "coverage", "fd_dinov2"):
         if m in directions["xy"]["metrics"]:
             vals = [directions[d]["metrics"][m]["value"] for d in DIRECTIONS]
             feats = {f: directions["xy"]["metrics"][m].get(f) for f in ("features", "features_name", "features_sha256")}
+            entries = [directions[d]["metrics"][m] for d in DIRECTIONS]
+            if all("num_samples" in e for e in entries):   # the smaller direction's counts (and whether biased)
+                feats.update(num_samples=min(e["num_samples"] for e in entries),
+                             num_real=min(e["num_real"] for e in entries))
+                if all("feature_dim" in e for e in entries):
+                    feats.update(feature_dim=entries[0]["feature_dim"], biased=any(e["biased"] for e in entries))
             metrics[m] = ({"value": float(np.mean(vals)), "aggregate": "mean of xy and yx (see translate)",
                            "per_direction": dict(zip(DIRECTIONS, vals)), **feats} if None not in vals
                           else not_computed(f"not computed for every direction: {dict(zip(DIRECTIONS, vals))}"))
@@ -558,10 +689,12 @@ def run_translate(args, acc, export, extractor, out_dir: Path, save_n: int, t_st
                                            .encode()).hexdigest(),
             "per_direction": "see translate.<direction>.real",
             "n": sum(d["real"]["n"] for d in directions.values())}
-    extra = {"translate": directions, **({"pr_feature_extractor": pr_net.describe()} if pr_net is not None else {})}
+    extra = {"translate": directions, **({"pr_feature_extractor": pr_net.describe()} if pr_net is not None else {}),
+             **({"dinov2_feature_extractor": dino_net.describe()} if dino_net is not None else {})}
     result = assemble(args, source, samples, real, extractor, metrics, runtime, extra)
     write_metrics(out_dir / "metrics.json", result)
     print(translate_summary(result, out_dir))
+    refresh_model_card(args, out_dir / "metrics.json")
     return result
 
 
@@ -579,10 +712,11 @@ def summary_line(result: dict, out_dir: Path) -> str:
     m = result["metrics"]
 
     def fmt(name, spec=".3f"):
-        v = m[name]["value"]
-        return "n/a" if v is None else format(v, spec)
+        v = m.get(name, {}).get("value")
+        return "n/a" if v is None else format(v, spec) + (" (biased: n ≤ d)" if m[name].get("biased") else "")
 
     return (f"FID {fmt('fid')} | KID {fmt('kid', '.5f')} | P {fmt('precision')} R {fmt('recall')} | "
+            f"D {fmt('density')} C {fmt('coverage')} | FD-DINOv2 {fmt('fd_dinov2', '.2f')} | "
             f"IS {fmt('inception_score', '.2f')} | LPIPS-div {fmt('lpips_diversity', '.4f')} | "
             f"{result['samples']['n']} samples vs {result['real']['n']} real "
             f"[{result['feature_extractor']['name']}] -> {out_dir / 'metrics.json'}")

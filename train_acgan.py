@@ -36,8 +36,8 @@ from utils.export import atomic_write_json, save_export
 from utils.fid_hook import TrainingFID
 from utils.images import save_grid
 from utils.loop import Loop
-from utils.run import (add_common_args, config_of, data_on_device, nonneg_float, positive_float, positive_int,
-                       setup_run)
+from utils.run import (add_common_args, config_of, data_on_device, fid_weights_of, nonneg_float, positive_float,
+                       positive_int, setup_run)
 from utils.tracking import RunningMeans, StatsLog, plot_curves
 
 PROBE_TRAIN_MAX = 5000      # real training images the evaluation's attribute classifier is fitted on
@@ -389,7 +389,7 @@ def main(argv=None) -> None:
         if args.class_eval_samples:
             from utils.export import load_export
             metrics = evaluate_acgan(load_export(path), num_per_class=args.class_eval_samples,
-                                     extractor=args.fid_extractor, weights=args.fid_weights, device=run.device,
+                                     extractor=args.fid_extractor, weights=fid_weights_of(args), device=run.device,
                                      seed=args.seed)
             atomic_write_json(run.path("class_metrics.json"), metrics)
             per = ", ".join(f"{n} FID {e['fid']:.2f}" if e["fid"] is not None else f"{n} FID n/a"

@@ -144,7 +144,7 @@ def test_tables_markdown_csv_flags_and_readme(runs, tmp_path):
     rows = tables["phase2"]
     assert [r.name for r in rows] == ["gan-2.1-dcgan", "gan-2.2-wgan-gp", "gan-2.4-128px"]
     md = (tmp_path / "res" / "phase2.md").read_text()
-    assert "| 2.2 | WGAN-GP | 12.35 | n/a |" in md
+    assert "| 2.2 | WGAN-GP | 12.35ᵇ | n/a |" in md                 # 16 samples for 64-d features: biased
     assert "mode collapse \\| oscillating losses" in md          # notes column, pipe escaped
     assert "| 2.4† | + 128×128 |" in md and "† Evaluated under different settings" in md
     assert "5000 generated samples" in md and "16 generated samples per model (seed 0)" in md
@@ -302,3 +302,50 @@ def test_figures_for_every_family(runs, tmp_path):
     assert compare.steps_per_epoch(row) == 10
     results = (out / "results.md").read_text()
     assert results.count("figures/gan-2.1-dcgan/grid.png") == 1 and "interp.gif" in results
+
+
+def test_biased_fid_footnote_and_new_metric_columns(runs, tmp_path):
+    """A Fréchet distance from fewer samples than feature dimensions is marked in every table with a footnote
+    giving the counts; density/coverage/FD-DINOv2 get columns only where some row has them; files written before
+    those metrics (and before entries carried their counts) still make rows."""
+    src = runs / "runs" / "gan-2.1-dcgan" / "export_eval" / "metrics.json"
+    m = read_metrics(src)["metrics"]
+    fid = {k: v for k, v in m["fid"].items() if k not in ("biased", "num_samples", "num_real", "feature_dim", "note")}
+    old_style = clone_row(runs, "gan-2.1-dcgan", "phase5-gan", **{   # an Inception-sized, pre-2026 metrics.json
+        "samples.n": 1000, "real.n": 1000, "feature_extractor.dim": 2048, "metrics.fid": fid})
+    raw = json.loads(old_style.read_text())
+    for name in ("density", "coverage", "fd_dinov2"):
+        raw["metrics"].pop(name, None)
+    old_style.write_text(json.dumps(raw))
+    dino = {"value": 123.456, "features": "dinov2 vit-l/14 CLS (1024-d)", "features_name": "dinov2-vitl14",
+            "features_sha256": "cd" * 32, "num_samples": 5000, "num_real": 5000, "feature_dim": 1024, "biased": False}
+    new = clone_row(runs, "gan-2.1-dcgan", "phase5-vae", **{
+        "metrics.density": {"value": 0.912, "k": 5, "features": m["precision"]["features"], "num_samples": 16,
+                            "num_real": 8},
+        "metrics.coverage": {"value": 0.75, "k": 5, "features": m["precision"]["features"], "num_samples": 16,
+                             "num_real": 8},
+        "metrics.fd_dinov2": dino})
+    tables = compare.main([str(old_style), str(new), "--out", str(tmp_path / "res"), "--figures", "none"])
+    assert [r.name for r in tables["phase5"]] == ["phase5-gan", "phase5-vae"]
+    md = (tmp_path / "res" / "phase5.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| Model |"))
+    assert "| FID ↓ | KID ↓ | FD-DINOv2 ↓ | Precision ↑ | Recall ↑ | Density ↑ | Coverage ↑ | IS ↑ |" in header
+    gan_line = next(line for line in md.splitlines() if line.startswith("| Best GAN"))
+    assert f"| {m['fid']['value']:.2f}ᵇ |" in gan_line and "| n/a | n/a |" in gan_line   # no density in an old file
+    vae_line = next(line for line in md.splitlines() if line.startswith("| Best VAE"))
+    assert "| 123.46 |" in vae_line and "| 0.912 | 0.750 |" in vae_line
+    note = next(line for line in md.splitlines() if line.startswith("ᵇ Biased"))
+    assert "FID from 1000 generated / 1000 real images with 2048-d features (`phase5-gan`)" in note
+    assert "FID from 16 generated / 8 real images with 64-d features (`phase5-vae`)" in note
+    assert "KID, unbiased at any n" in note
+    assert "FD-DINOv2 (Fréchet distance in DINOv2 features; Stein et al. 2023) on `dinov2 vit-l/14 CLS (1024-d)`" in md
+    with open(tmp_path / "res" / "phase5.csv") as f:
+        recs = {r["run"]: r for r in csv.DictReader(f)}
+    assert recs["phase5-gan"]["fid_biased"] == "true" and recs["phase5-gan"]["density"] == ""
+    assert recs["phase5-vae"]["fd_dinov2"] == "123.456" and recs["phase5-vae"]["fd_dinov2_biased"] == "false"
+    # Enough samples: no mark, no footnote.
+    fine = clone_row(runs, "gan-2.1-dcgan", "phase5-ddpm", **{"samples.n": 5000, "real.n": 5000,
+                                                                "feature_extractor.dim": 2048, "metrics.fid": fid})
+    compare.main([str(fine), "--out", str(tmp_path / "fine"), "--figures", "none"])
+    md = (tmp_path / "fine" / "phase5.md").read_text()
+    assert "ᵇ" not in md and "Density" not in md

@@ -273,3 +273,96 @@ def test_unknown_metric_is_rejected_by_argparse():
     with pytest.raises(SystemExit) as e:
         evaluate.build_parser().parse_args(["--fake-dir", "x", "--metrics", "fid,bogus"])
     assert e.value.code == 2
+
+
+# ------------------------------------------------------------------------------------------------ issue: 2026 metrics
+
+def test_density_coverage_and_fd_dinov2_in_metrics_json(setup, monkeypatch, tmp_path, capsys):
+    """density/coverage on the P/R features and FD-DINOv2 on a tiny random ViT of timm's DINOv2 class: each entry
+    names its network and its sample counts; a biased FD is marked and warned about."""
+    from utils.metrics import extract_features, fid_from_features, load_image_folder
+
+    root, real, _, export = setup
+    out = tmp_path / "new"
+    res = run_eval(["--ckpt", export, "--real", real, "--num-samples", 24, "--batch-size", 8, "--out", out,
+                    "--feature-extractor", "tiny", "--metrics", "fid,kid,pr,dc,fd_dinov2", "--dinov2-weights", "tiny"],
+                   monkeypatch, tmp_path / "cache")
+    m = read_metrics(out / "metrics.json")["metrics"]
+    assert m == json.loads(json.dumps(res["metrics"]))
+    for name in ("density", "coverage"):
+        e = m[name]
+        assert isinstance(e["value"], float) and e["k"] == 5 and e["features_name"] == "tiny-random-conv-v1", name
+        assert (e["num_samples"], e["num_real"]) == (24, 40)
+    d = m["fd_dinov2"]
+    assert d["features_name"] == "tiny-random-dinov2-vit" and (d["num_samples"], d["num_real"]) == (24, 40)
+    assert d["feature_dim"] == 32 and d["biased"] is True and d["value"] > 0
+    assert res["dinov2_feature_extractor"]["input_size"] == 224
+    assert m["fid"]["biased"] is True and m["fid"]["feature_dim"] == 64 and m["fid"]["num_samples"] == 24
+    err = capsys.readouterr().err
+    assert "warning: FID from 24 samples with 64-d" in err and "warning: FD-DINOv2 from 24 samples with 32-d" in err
+    # FD-DINOv2 recomputed independently from the saved PNGs and the real folder.
+    net = feature_nets.load_feature_extractor("dinov2", weights="tiny")
+    fake_f = extract_features(load_image_folder(out / "samples")[0], net)
+    real_f = extract_features(load_image_folder(real)[0], net)
+    assert d["value"] == pytest.approx(fid_from_features(fake_f, real_f), rel=1e-6)
+
+
+def test_reference_statistics_written_and_read_back(setup, first_run, monkeypatch, tmp_path):
+    root, real, _, export = setup
+    _, first = first_run
+    stats = tmp_path / "shared" / "toy_clean_custom_na.npz"
+    argv = ["--ckpt", export, "--num-samples", 24, "--batch-size", 8, "--feature-extractor", "tiny", "--metrics",
+            "fid,kid,pr,dc"]
+    a = run_eval([*argv, "--real", real, "--out", tmp_path / "a", "--write-ref-stats", stats], monkeypatch,
+                 root / "cache1")
+    side = json.loads(stats.with_suffix(".json").read_text())
+    assert side["n"] == 40 and side["split_sha256"] == a["real"]["split_sha256"] and side["num_files"] == 40
+    assert side["feature_extractor"]["name"] == "tiny-random-conv-v1" and "crop" in side
+    b = run_eval([*argv, "--ref-stats", stats, "--out", tmp_path / "b"], monkeypatch, tmp_path / "other-cache")
+    for name in ("fid", "kid", "precision", "recall", "density", "coverage"):
+        assert b["metrics"][name]["value"] == pytest.approx(a["metrics"][name]["value"], rel=1e-9), name
+    assert a["metrics"]["fid"]["value"] == first["metrics"]["fid"]["value"]
+    assert b["real"]["ref_stats"] == str(stats.resolve()) and b["real"]["split_sha256"] == a["real"]["split_sha256"]
+    with pytest.raises(SystemExit, match="--ref-stats is the reference"):
+        run_eval([*argv, "--ref-stats", stats, "--real", real, "--out", tmp_path / "c"], monkeypatch, tmp_path / "x")
+
+
+def test_metrics_files_without_the_new_metrics_still_read(first_run, tmp_path):
+    _, result = first_run
+    old = json.loads(json.dumps(result))
+    for name in ("density", "coverage", "fd_dinov2"):
+        old["metrics"].pop(name)
+    for e in old["metrics"].values():
+        for k in ("num_samples", "num_real", "feature_dim", "biased"):
+            e.pop(k, None)
+    validate_metrics(old)
+    (tmp_path / "metrics.json").write_text(json.dumps(old))
+    assert read_metrics(tmp_path / "metrics.json")["metrics"].keys() == set(METRIC_NAMES)
+
+
+def test_model_card_beside_export_is_refreshed_by_evaluate(setup, monkeypatch, tmp_path):
+    """export.safetensors gets a Hugging Face model card (YAML front matter + Markdown); evaluate.py refreshes it
+    with its metrics, their sample counts and the sample grid."""
+    from utils.images import save_grid
+    from utils.model_card import parse_model_card
+
+    root, real, model, _ = setup
+    run = tmp_path / "run"
+    extra = {"data": {"source": str(real), "split_sha256": "cd" * 32, "num_train": 24, "num_heldout": 16,
+                      "crop": "center", "resolution": 32}}
+    export = save_export(run / "export.safetensors", "toy", model, {"z_dim": 8, "resolution": 32},
+                         {"data": str(real), "n_real": 16, "resolution": 32, "batch_size": 8, "seed": 0,
+                          "crop": "center"}, step=7, epoch=1, train_seconds=12.5, extra=extra)
+    meta, body = parse_model_card((run / "README.md").read_text())
+    assert meta["library_name"] == "facegen" and meta["license"] == "other" and "toy" in meta["tags"]
+    assert "not evaluated yet" in body
+    save_grid(model.sample(4, generator=torch.Generator().manual_seed(0)), run / "samples.png")
+    run_eval(["--ckpt", export, "--real", real, "--num-samples", 24, "--batch-size", 8, "--feature-extractor", "tiny",
+              "--metrics", "fid,kid,pr,dc,params"], monkeypatch, tmp_path / "cache")
+    meta, body = parse_model_card((run / "README.md").read_text())
+    assert {"library_name", "license", "license_name", "license_link", "tags", "pipeline_tag", "metrics"} <= set(meta)
+    assert {"fid", "kid", "density", "coverage"} <= set(meta["metrics"]) and "celeba" in meta["tags"]
+    for needle in ("`toy`", '"z_dim": 8', "cdcdcdcdcdcdcdcd", "| Steps / epochs | 7 / 1 |", "| Train time | 12 s |",
+                   "| FID ↓ |", "| 24 / 40 |", "| Density ↑ |", "| Coverage ↑ |", "biased", "![samples.png](samples.png)",
+                   "export_eval/metrics.json", "non-commercial research", "## Licence"):
+        assert needle in body, needle

@@ -159,3 +159,27 @@ def test_every_parses_steps_and_epochs():
         Every("soon")
     with pytest.raises(argparse.ArgumentTypeError):
         Every("-1")
+
+
+def test_final_export_gets_a_hugging_face_model_card(tiny_family, tmp_path):
+    """export.safetensors (a run's final export) gets README.md in the Hub's model-card format, written from the
+    export alone; snapshots under exports/ do not (they share a folder)."""
+    from utils.model_card import parse_model_card
+
+    net = TinyNet()
+    extra = {"data": {"source": "synthetic", "split_sha256": "ef" * 32, "num_train": 40, "num_heldout": 8,
+                      "crop": "center"}}
+    save_export(tmp_path / "exports" / "step0000010.safetensors", "tiny", net, {"width": 4, "resolution": 8},
+                {"data": "synthetic"}, step=10)
+    assert not (tmp_path / "exports" / "README.md").exists()
+    path = save_export(tmp_path / "export.safetensors", "tiny", net, {"width": 4, "resolution": 8},
+                       {"data": "synthetic", "batch_size": 4, "seed": 1, "mixed_precision": "no"}, step=20, epoch=2,
+                       train_seconds=90.0, extra=extra)
+    meta, body = parse_model_card((tmp_path / "README.md").read_text())
+    assert meta["library_name"] == "facegen" and meta["license"] == "other"
+    assert meta["pipeline_tag"] == "unconditional-image-generation" and "synthetic-data" in meta["tags"]
+    assert "metrics" not in meta                       # nothing evaluated yet: no metric is claimed
+    for needle in ("`tiny`", "`synthetic`", "efefefefefefefef", "| Steps / epochs | 20 / 2 |", "| Train time | 90 s |",
+                   '"width": 4', "| Batch size / seed | 4 / 1 |", "not evaluated yet", "CelebA", "non-commercial",
+                   f"python evaluate.py --ckpt {path.name}"):
+        assert needle in body, needle

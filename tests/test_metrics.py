@@ -407,3 +407,191 @@ def test_fid_evaluator_from_face_data_caches_and_compute_matches_fid(tmp_path, m
     assert fid == pytest.approx(ev.fid(manual), rel=1e-12)
     assert ev.compute(sample_fn, 12, batch_size=8, seed=6) != fid
     assert ev.fid(heldout) == pytest.approx(0.0, abs=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# Density and coverage (Naeem et al. 2020)
+# ---------------------------------------------------------------------------------------------
+
+def direct_density_coverage(real: np.ndarray, fake: np.ndarray, k: int) -> tuple[float, float]:
+    """The paper's definitions, written out as O(n²) loops in float64."""
+    real, fake = real.astype(np.float64), fake.astype(np.float64)
+    radii = []
+    for i in range(len(real)):
+        d = sorted(np.linalg.norm(real - real[i], axis=1))
+        radii.append(d[k])                      # d[0] = 0 is the point itself
+    density = sum(np.linalg.norm(y - x) < r for y in fake for x, r in zip(real, radii)) / (k * len(fake))
+    coverage = np.mean([min(np.linalg.norm(fake - x, axis=1)) < r for x, r in zip(real, radii)])
+    return float(density), float(coverage)
+
+
+def test_density_coverage_closed_cases():
+    from utils.metrics import density_coverage
+
+    x = RNG.normal(size=(60, 16)).astype(np.float32)
+    density, coverage = density_coverage(x, x.copy(), k=5)
+    # Identical sets: each real ball holds exactly its k nearest points, so density = 1 up to the float rounding
+    # of distances that tie with a radius (as in the authors' sklearn code); coverage = 1 exactly.
+    assert density == pytest.approx(1.0, abs=0.02) and coverage == 1.0
+    density, coverage = density_coverage(x, x + 1000.0, k=5)
+    assert density == 0.0 and coverage == 0.0                          # disjoint sets
+    with pytest.raises(MetricsError, match="k=5"):
+        density_coverage(x[:5], x, k=5)
+
+
+def test_density_coverage_match_direct_computation():
+    from utils.metrics import density_coverage
+
+    real = RNG.normal(size=(70, 8)).astype(np.float32)
+    fake = (RNG.normal(size=(50, 8)) * 1.3 + 0.4).astype(np.float32)
+    for k in (3, 5):
+        got = density_coverage(real, fake, k=k, batch_size=16)        # batching must not change anything
+        want = direct_density_coverage(real, fake, k)
+        assert got == pytest.approx(want, abs=1e-12), k
+    assert 0 < want[0] and 0 < want[1] < 1
+
+
+def test_fd_entries_carry_sample_counts_and_bias():
+    from utils.metrics import fd_sample_counts
+
+    assert fd_sample_counts(1000, 1000, 2048)["biased"] and not fd_sample_counts(5000, 3000, 2048)["biased"]
+    assert fd_sample_counts(2048, 5000, 2048)["biased"]               # n = d: covariance rank n − 1 < d
+    real = smooth_images(20, 32, 32, seed=1)
+    ev = FIDEvaluator.from_images(TinyFeatures(), real, device="cpu")
+    fake = ev.features(smooth_images(12, 32, 32, seed=2))
+    m = ev.metrics(fake, want=("fid", "kid", "pr", "dc"))
+    assert set(m) == {"fid", "kid", "precision", "recall", "density", "coverage"}
+    for name, e in m.items():
+        assert (e["num_samples"], e["num_real"], e["features_name"]) == (12, 20, "tiny-random-conv-v1"), name
+    assert m["fid"]["biased"] and m["fid"]["feature_dim"] == 64 and "biased" in m["fid"]["note"]
+    assert m["density"]["k"] == 5 and m["coverage"]["value"] is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# DINOv2 features (FD-DINOv2) on a tiny random ViT of timm's DINOv2 class
+# ---------------------------------------------------------------------------------------------
+
+def test_dinov2_tiny_vit_preprocessing_features_and_cache(tmp_path):
+    import timm
+
+    from utils.feature_nets import DINOV2_INPUT, DINOv2Features, dinov2_pos_embed
+
+    net = load_feature_extractor("dinov2", weights="tiny")
+    assert isinstance(net, DINOv2Features) and isinstance(net.vit, timm.models.vision_transformer.VisionTransformer)
+    assert net.input_size == 224 and net.dim == 32 and net.name == "tiny-random-dinov2-vit"
+    assert tuple(net.vit.patch_embed.grid_size) == (16, 16) and net.vit.pos_embed.shape == (1, 1 + 16 * 16, 32)
+    images = smooth_images(6, 32, 32, seed=3)
+    feats = extract_features(images, net, batch_size=4)
+    assert feats.shape == (6, 32) and feats.dtype == np.float32 and feats.std(axis=0).mean() > 1e-3
+    # dgm-eval's preprocessing by hand: bicubic resize to 224, /255, ImageNet mean/std; the final-norm CLS token.
+    x = clean_resize(torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2), DINOV2_INPUT) / 255
+    x = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        cls = net.vit.forward_features(x)[:, 0]
+    np.testing.assert_allclose(feats, cls.numpy(), rtol=1e-4, atol=1e-5)
+    # Position embeddings: DINOv2's run-time interpolation (bicubic, scale (16 + 0.1) / 37, no antialias).
+    raw = tiny_vit_pos_embed()
+    patch = torch.nn.functional.interpolate(raw[:, 1:].reshape(1, 37, 37, 32).permute(0, 3, 1, 2),
+                                            scale_factor=(16.1 / 37, 16.1 / 37), mode="bicubic")
+    expected = torch.cat([raw[:, :1], patch.permute(0, 2, 3, 1).reshape(1, 256, 32)], dim=1)
+    torch.testing.assert_close(net.vit.pos_embed.detach(), expected)
+    torch.testing.assert_close(dinov2_pos_embed(raw, 37), raw)
+    # Statistics and the reference cache work on these features as on any others.
+    key = reference_key(source="x", split_sha256="s", pixels_sha256="p", resolution=32, n=6, extractor=net)
+    a = FIDEvaluator.from_images(net, images, device="cpu", cache_key=key, cache_dir=tmp_path)
+    b = FIDEvaluator.from_images(net, images, device="cpu", cache_key=key, cache_dir=tmp_path)
+    assert not a.info["cache_hit"] and b.info["cache_hit"] and np.array_equal(a.real_features, feats)
+    assert a.fid_from_features(feats) == pytest.approx(0.0, abs=1e-6)
+    assert a.fid_from_features(extract_features(noise_images(6, 32, 32, seed=9), net)) > 1e-3
+
+
+def tiny_vit_pos_embed() -> torch.Tensor:
+    from utils.feature_nets import tiny_dinov2_vit
+
+    return tiny_dinov2_vit().pos_embed.detach().clone()
+
+
+def test_dinov2_weight_file_loads_through_timm(tmp_path):
+    """A weight file goes through timm's pretrained loader (pretrained_cfg_overlay=file) exactly as the real
+    ViT-L/14 file does; a tiny file of the same class stands in for it."""
+    from safetensors.torch import save_file
+
+    from utils.feature_nets import DINOV2_TINY_ARGS, load_dinov2_features, tiny_dinov2_vit
+
+    path = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in tiny_dinov2_vit(seed=4).state_dict().items()}, str(path))
+    net = load_dinov2_features(path, tiny_args=DINOV2_TINY_ARGS)
+    assert net.path == str(path.resolve()) and net.sha256 == file_sha256(path) and net.dim == 32
+    images = smooth_images(4, 32, 32, seed=5)
+    ref = feature_nets.DINOv2Features(tiny_dinov2_vit(seed=4), name="t", label="t")
+    np.testing.assert_allclose(extract_features(images, net), extract_features(images, ref), rtol=1e-5, atol=1e-6)
+    (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 16)
+    with pytest.raises(MetricsError, match="not a DINOv2"):
+        load_dinov2_features(tmp_path / "bad.safetensors", tiny_args=DINOV2_TINY_ARGS)
+
+
+def test_dinov2_missing_weights_offline_is_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.delenv(feature_nets.DINOV2_WEIGHTS_ENV, raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")           # never touch the network in the suite
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    import huggingface_hub.constants as hc
+    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(MetricsError) as e:
+        load_feature_extractor("dinov2")
+    msg = str(e.value)
+    assert "\n" not in msg and feature_nets.DINOV2_HF_URL in msg and "--dinov2-weights" in msg, msg
+    with pytest.raises(MetricsError, match="does not exist"):
+        load_feature_extractor("dinov2", weights=tmp_path / "nope.safetensors")
+    monkeypatch.setenv(feature_nets.DINOV2_WEIGHTS_ENV, str(tmp_path / "env.pth"))
+    with pytest.raises(MetricsError, match="FACEGEN_DINOV2_WEIGHTS"):
+        load_feature_extractor("dinov2")
+
+
+# ---------------------------------------------------------------------------------------------
+# Shareable reference statistics (clean-fid custom format + sidecar)
+# ---------------------------------------------------------------------------------------------
+
+def test_reference_statistics_file_roundtrip_and_checks(tmp_path):
+    import json
+
+    from utils.metrics import load_reference_statistics, save_reference_statistics
+
+    tiny = TinyFeatures()
+    feats = RNG.normal(size=(30, 64)).astype(np.float32)
+    meta = {"source": "celeba", "split": "heldout", "split_sha256": "ab" * 32, "crop": "center", "resolution": 64,
+            "num_files": 30}
+    paths = save_reference_statistics(tmp_path / "faces_clean_custom_na.npz", tiny, feats, meta)
+    assert [p.name for p in paths] == ["faces_clean_custom_na.npz", "faces_clean_custom_na_kid.npz",
+                                       "faces_clean_custom_na.json"]
+    with np.load(paths[0]) as z:                       # what cleanfid.fid reads for dataset_split="custom"
+        assert set(z.files) == {"mu", "sigma"} and z["sigma"].shape == (64, 64)
+        np.testing.assert_array_equal(z["mu"], feats.mean(0))
+    with np.load(paths[1]) as z:
+        assert set(z.files) == {"feats"}
+    side = json.loads(paths[2].read_text())
+    assert side["split_sha256"] == "ab" * 32 and side["crop"] == "center" and side["n"] == 30
+    assert side["feature_extractor"]["name"] == tiny.name and side["mode"] == "clean"
+    mu, sigma, got, info = load_reference_statistics(paths[0], tiny)
+    assert np.array_equal(got, feats) and info["split_sha256"] == "ab" * 32 and info["n"] == 30
+    ev = FIDEvaluator.from_statistics(tiny, mu, sigma, features=got, device="cpu", info=info)
+    fake = RNG.normal(size=(25, 64)).astype(np.float32)
+    assert ev.fid_from_features(fake) == pytest.approx(fid_from_features(fake, feats), rel=1e-9)
+    # Without the features only FID can be computed; the rest say why.
+    paths[1].unlink()
+    mu, sigma, none, info = load_reference_statistics(paths[0], tiny)
+    only = FIDEvaluator.from_statistics(tiny, mu, sigma, device="cpu", info=info).metrics(fake, want=("fid", "kid",
+                                                                                                       "pr", "dc"))
+    assert only["fid"]["value"] == pytest.approx(fid_from_features(fake, feats), rel=1e-9)
+    assert only["fid"]["num_real"] == 30
+    assert all(only[m]["value"] is None and "statistics only" in only[m]["not_computed"]
+               for m in ("kid", "precision", "recall", "density", "coverage"))
+    # Another network, or a file without a sidecar for a non-Inception network: refused in one line.
+    other = load_feature_extractor("dinov2", weights="tiny")
+    with pytest.raises(MetricsError, match="was made with"):
+        load_reference_statistics(paths[0], other)
+    paths[2].unlink()
+    with pytest.raises(MetricsError, match="no sidecar"):
+        load_reference_statistics(paths[0], tiny)
+    with pytest.raises(MetricsError, match="not found"):
+        load_reference_statistics(tmp_path / "missing.npz", tiny)

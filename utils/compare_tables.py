@@ -157,8 +157,8 @@ class Row:
     def value(self, metric: str):
         """A metric's value: a name in metrics.json's 'metrics', or a dotted path into the whole file for the
         family-specific blocks ('translate.xy.metrics.fid.value', 'per_class.mean_class_fid'); None if absent."""
-        if "." not in metric:
-            return self.metrics["metrics"][metric]["value"]
+        if "." not in metric:   # density/coverage/fd_dinov2 are absent from files written before they existed
+            return (self.metrics["metrics"].get(metric) or {}).get("value")
         node = self.metrics
         for part in metric.split("."):
             if not isinstance(node, dict) or part not in node:
@@ -233,6 +233,15 @@ def locate_run_dir(export: Path | None) -> Path | None:
     return None
 
 
+def evaluated_run_dir(metrics_path: Path) -> Path | None:
+    """<run>/export_eval/metrics.json without its export (e.g. the rows/<row>/ copies scripts/cpu_study.sh keeps
+    with config.json and stats.jsonl): the run directory, so the row keeps its run name."""
+    folder = metrics_path.parent
+    if folder.name.endswith("_eval") and (folder.parent / "config.json").is_file():
+        return folder.parent
+    return None
+
+
 def run_name_of(metrics_path: Path, export: Path | None, run_dir: Path | None) -> str:
     if run_dir is not None:
         try:
@@ -241,7 +250,7 @@ def run_name_of(metrics_path: Path, export: Path | None, run_dir: Path | None) -
             name = None
         name = name or run_dir.name
         # An evaluated snapshot (exports/stepN) is its own row, named after its step.
-        return name if export.parent == run_dir else f"{name}@{export.stem}"
+        return name if export is None or export.parent == run_dir else f"{name}@{export.stem}"
     if export is not None:
         return export.stem
     return metrics_path.parent.name
@@ -257,7 +266,7 @@ def load_rows(metrics_files: list[Path]) -> tuple[list[Row], list[str]]:
             skipped.append(str(e))
             continue
         export = locate_export(metrics, path)
-        run_dir = locate_run_dir(export)
+        run_dir = locate_run_dir(export) or evaluated_run_dir(path)
         name = run_name_of(path, export, run_dir)
         table, key, lead, order = classify(name, metrics["source"].get("family"))
         rows.append(Row(name, table, key, lead, order, metrics, path, export, run_dir))
@@ -363,6 +372,92 @@ VALUE_COLUMNS = (  # (metrics.json name, header, format)
     ("inception_score", "IS ↑", "{:.2f}"),
     ("lpips_diversity", "LPIPS div. ↑", "{:.3f}"),
 )
+# Shown only in tables where some row computed them (older metrics.json files do not have them):
+# FD-DINOv2 after KID (the FID → KID pair stays adjacent), density/coverage after recall.
+OPTIONAL_COLUMNS = (  # (name, header, format, the column it follows)
+    ("fd_dinov2", "FD-DINOv2 ↓", "{:.2f}", "kid"),
+    ("density", "Density ↑", "{:.3f}", "recall"),
+    ("coverage", "Coverage ↑", "{:.3f}", "density"),
+)
+
+
+def table_columns(spec: TableSpec, rows: list[Row]) -> list[tuple]:
+    """The table's metric columns: its own (or VALUE_COLUMNS) plus the optional ones some row has a value for."""
+    cols = list(spec.columns or VALUE_COLUMNS)
+    for name, header, fmt, after in OPTIONAL_COLUMNS:
+        if not any(r.value(name) is not None for r in rows):
+            continue
+        keys = [c[0] for c in cols]
+        at = next((i + 1 for i, k in enumerate(keys) if k == after or k.endswith(f".{after}")), len(cols))
+        cols.insert(at, (name, header, fmt))
+    return cols
+
+
+# ---------------------------------------------------------------------------------------------
+# Biased Fréchet distances (fewer samples than feature dimensions)
+# ---------------------------------------------------------------------------------------------
+
+BIASED_MARK = "ᵇ"
+FD_NAMES = {"fid": "FID", "fd_dinov2": "FD-DINOv2"}
+
+
+def _node(metrics: dict, dotted: str):
+    node = metrics
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def fd_counts(row: Row, column: str) -> dict | None:
+    """For a column holding a Fréchet distance: {"what", "n_fake", "n_real", "dim", "biased"}; else None.
+
+    New metrics.json entries say it themselves (``biased``, ``num_samples``, ``num_real``, ``feature_dim``); for
+    files written before, the counts come from the file's samples/real sections and the FID network's dimension."""
+    m = row.metrics
+    if column in FD_NAMES:
+        entry, what = m["metrics"].get(column), FD_NAMES[column]
+        fallback = (m["samples"].get("n"), m["real"].get("n"))
+    elif column.startswith("translate.") and column.endswith((".metrics.fid.value", ".untranslated_baseline.value")):
+        entry, what = _node(m, column[:-len(".value")]), "FID"
+        d = _node(m, ".".join(column.split(".")[:2])) or {}
+        fallback = (d.get("n_translated"), (d.get("real") or {}).get("n"))
+    else:
+        return None
+    if not isinstance(entry, dict) or entry.get("value") is None:
+        return None
+    if "biased" in entry:
+        return {"what": what, "n_fake": entry.get("num_samples"), "n_real": entry.get("num_real"),
+                "dim": entry.get("feature_dim"), "biased": bool(entry["biased"])}
+    dim = (m.get("feature_extractor") or {}).get("dim") if what == "FID" else None
+    n_fake, n_real = fallback
+    if dim is None or n_fake is None or n_real is None:
+        return None
+    return {"what": what, "n_fake": n_fake, "n_real": n_real, "dim": dim, "biased": min(n_fake, n_real) <= dim}
+
+
+def biased_footnote(rows: list[Row], columns: list[tuple]) -> str | None:
+    """One footnote for the table's biased Fréchet distances, with their sample counts and rows."""
+    groups: dict[tuple, list[str]] = {}
+    for r in rows:
+        for key, _, _ in columns:
+            c = fd_counts(r, key)
+            if c and c["biased"]:
+                names = groups.setdefault((c["what"], c["n_fake"], c["n_real"], c["dim"]), [])
+                if r.name not in names:
+                    names.append(r.name)
+    if not groups:
+        return None
+    parts = []
+    for (what, n_fake, n_real, dim), names in groups.items():
+        who = "every row" if len(names) == len(rows) else ", ".join(f"`{n}`" for n in names)
+        parts.append(f"{what} from {n_fake} generated / {n_real} real images with {dim}-d features ({who})")
+    return (f"{BIASED_MARK} Biased: " + "; ".join(parts) + ". With no more samples than feature dimensions the "
+            "covariance estimates are singular (rank ≤ n − 1 < d) and a Fréchet distance is biased upwards by a term "
+            "that shrinks like 1/n (Chong & Forsyth 2020), so it compares only with values at the same n — reportable "
+            "FIDs need more than 2048 samples (Inception), FD-DINOv2 more than 1024 (ViT-L/14). KID, unbiased at "
+            "any n (Bińkowski et al. 2018), is shown beside it.")
 
 
 def fmt_value(v, spec: str) -> str:
@@ -390,11 +485,13 @@ def _md_escape(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def table_cells(row: Row, notes: dict) -> list[str]:
+def table_cells(row: Row, notes: dict, columns: list[tuple] | None = None) -> list[str]:
     src = row.metrics["source"]
     cells = [_md_escape(c) for c in row.lead]
     cells[0] = f"{cells[0]}{row.flag}"
-    cells += [fmt_value(row.value(m), spec) for m, _, spec in (TABLES[row.table].columns or VALUE_COLUMNS)]
+    for m, _, spec in (columns or TABLES[row.table].columns or VALUE_COLUMNS):
+        c = fd_counts(row, m)
+        cells.append(fmt_value(row.value(m), spec) + (BIASED_MARK if c and c["biased"] else ""))
     cells += [fmt_params(row.value("params_generator")), fmt_duration(row.value("train_seconds")),
               str(src.get("epoch", "")), f"{row.metrics['samples']['resolution']}²"]
     if notes:
@@ -404,12 +501,12 @@ def table_cells(row: Row, notes: dict) -> list[str]:
 
 def markdown_table(spec: TableSpec, rows: list[Row], notes: dict | None = None) -> str:
     notes = {r.name: notes[r.name] for r in rows if notes and r.name in notes}
-    header = [*spec.lead, *(h for _, h, _ in (spec.columns or VALUE_COLUMNS)), "Params (G)", "Train time", "Epochs",
-              "Res."]
+    columns = table_columns(spec, rows)
+    header = [*spec.lead, *(h for _, h, _ in columns), "Params (G)", "Train time", "Epochs", "Res."]
     if notes:
         header.append("Observed")
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(table_cells(r, notes)) + " |" for r in rows]
+    lines += ["| " + " | ".join(table_cells(r, notes, columns)) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -430,7 +527,13 @@ def table_body(spec: TableSpec, rows: list[Row], notes: dict | None = None) -> s
         parts.append(f"Precision/recall (Kynkäänniemi et al. 2019, k-NN manifolds) are computed on `{pr['label']}` "
                      "features, not the VGG-16 fc2 features of the paper and StyleGAN2-ADA: compare them only within "
                      "this table.")
+    extras = extra_features_statement(rows)
+    if extras:
+        parts.append(extras)
     parts.append(markdown_table(spec, rows, notes))
+    biased = biased_footnote(rows, table_columns(spec, rows))
+    if biased:
+        parts.append(biased)
     for mark, s in flagged.items():
         marked = [r for r in rows if r.flag == mark]
         names = ", ".join(f"`{r.name}`" for r in marked)
@@ -439,6 +542,22 @@ def table_body(spec: TableSpec, rows: list[Row], notes: dict | None = None) -> s
     parts.append("n/a: not computed; the reason is in the row's metrics.json. Params (G): parameters used for "
                  "sampling. Generated by `compare.py` from metrics.json files — do not edit by hand.")
     return "\n\n".join(parts)
+
+
+def extra_features_statement(rows: list[Row]) -> str:
+    """What density/coverage and FD-DINOv2 were computed on, when a row has them."""
+    out = []
+    dc = {(e.get("features"), e.get("k")) for r in rows for e in [r.metrics["metrics"].get("density") or {}]
+          if e.get("value") is not None}
+    if dc:
+        out.append("Density/coverage (Naeem et al. 2020) on " + ", ".join(
+            f"`{f}` features (k={k})" for f, k in sorted(dc, key=str)) + ".")
+    fd = {(e.get("features"), str(e.get("features_sha256"))[:12]) for r in rows
+          for e in [r.metrics["metrics"].get("fd_dinov2") or {}] if e.get("value") is not None}
+    if fd:
+        out.append("FD-DINOv2 (Fréchet distance in DINOv2 features; Stein et al. 2023) on " + ", ".join(
+            f"`{f}` (sha256 `{h}`)" for f, h in sorted(fd, key=str)) + ".")
+    return " ".join(out)
 
 
 def _rel(path: Path, base: Path) -> str:
@@ -484,7 +603,8 @@ def figures_markdown(rows: list[Row], table_figures: dict, base: Path, level: st
     return "\n\n".join(out)
 
 
-CSV_FIELDS = ("table", "key", "run", "family", "label", "fid", "kid", "precision", "recall", "inception_score",
+CSV_FIELDS = ("table", "key", "run", "family", "label", "fid", "fid_biased", "kid", "precision", "recall",
+              "density", "coverage", "fd_dinov2", "fd_dinov2_biased", "inception_score",
               "lpips_diversity", "params_generator", "params_total", "train_seconds", "sampling_throughput", "step",
               "epoch", "resolution", "num_samples", "seed", "sample_kwargs", "real_source", "real_split",
               "split_sha256", "num_real", "extractor", "extractor_sha256", "pr_features", "pr_extractor_sha256",
@@ -508,10 +628,13 @@ def csv_text(rows: list[Row]) -> str:
                "pr_features": pr_features(r.metrics)["label"], "pr_extractor_sha256": s["pr_extractor_sha256"],
                "fid_mode": s["fid_mode"], "settings_flag": r.flag, "metrics_path": str(r.metrics_path),
                "export_path": str(r.export_path) if r.export_path else ""}
-        for name in ("fid", "kid", "precision", "recall", "inception_score", "lpips_diversity", "params_generator",
-                     "params_total", "train_seconds", "sampling_throughput"):
-            v = m[name]["value"]
+        for name in ("fid", "kid", "precision", "recall", "density", "coverage", "fd_dinov2", "inception_score",
+                     "lpips_diversity", "params_generator", "params_total", "train_seconds", "sampling_throughput"):
+            v = (m.get(name) or {}).get("value")
             rec[name] = "" if v is None else (repr(float(v)) if isinstance(v, float) and math.isfinite(v) else v)
+        for name in ("fid", "fd_dinov2"):   # true: fewer samples than feature dimensions (see the table footnote)
+            c = fd_counts(r, name)
+            rec[f"{name}_biased"] = "" if c is None else str(c["biased"]).lower()
         w.writerow(rec)
     return buf.getvalue()
 

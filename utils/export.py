@@ -119,7 +119,27 @@ def save_export(path: str | os.PathLike, family: str, model: nn.Module, model_co
     sidecar.update(schema_version=SCHEMA_VERSION, step=int(step), epoch=int(epoch),
                    train_seconds=float(train_seconds), num_params=sum(t.numel() for t in tensors.values()))
     atomic_write_json(path.with_suffix(".json"), sidecar)
+    if path.name == MODEL_CARD_EXPORT:
+        _write_card(path)
     return path
+
+
+# A run's final export gets a model card (README.md, Hugging Face format) beside it; snapshots (exports/step*) share
+# a folder and do not.  evaluate.py refreshes the card with its metrics.
+MODEL_CARD_EXPORT = "export.safetensors"
+
+
+def _write_card(path: Path) -> None:
+    import sys
+
+    from utils.model_card import write_model_card
+
+    try:
+        write_model_card(path)
+    except DiskFullError:
+        raise
+    except Exception as e:  # a card must never cost the export it describes
+        print(f"warning: model card for {path} not written ({type(e).__name__}: {str(e)[:120]})", file=sys.stderr)
 
 
 def read_export_metadata(path: str | os.PathLike) -> dict:

@@ -22,9 +22,11 @@ class TrainingFID:
         self.extractor = None
         if self.enabled:
             from utils.feature_nets import MetricsError, load_feature_extractor
+            from utils.run import fid_weights_of
 
             try:
-                self.extractor = load_feature_extractor(args.fid_extractor, weights=args.fid_weights, device=run.device)
+                self.extractor = load_feature_extractor(args.fid_extractor, weights=fid_weights_of(args),
+                                                        device=run.device)
             except MetricsError as e:  # e.g. offline without the Inception file: say so now, in one line
                 raise SystemExit(f"error: {e} (or pass --fid-every 0 to train without FID)") from None
             self.log = StatsLog(run)
@@ -46,10 +48,15 @@ class TrainingFID:
         value = self.evaluator.compute(lambda num, g: module.sample(num, generator=g, **sample_kwargs), n=self.n,
                                        batch_size=64, seed=self.run.args.seed)
         module.train(was_training)
-        self.log.log(step, {"fid": value, "num_samples": self.n, "num_real": len(self.evaluator.real_features),
-                            "extractor": self.run.args.fid_extractor}, kind="fid")
+        n_real = len(self.evaluator.real_features)
+        biased = min(self.n, n_real) <= self.extractor.dim   # utils.metrics.fd_sample_counts
+        self.log.log(step, {"fid": value, "num_samples": self.n, "num_real": n_real,
+                            "extractor": self.run.args.fid_extractor, "feature_dim": self.extractor.dim,
+                            "biased": biased}, kind="fid")
+        what = "FD-DINOv2" if self.run.args.fid_extractor == "dinov2" else "FID"
         if self.run.is_main:
             plot_curves(self.run.path("stats.jsonl"), self.run.path("fid.png"), ["fid"], kind="fid",
-                        title=f"FID ({self.run.args.fid_extractor}, {self.n} samples vs held-out)", ylabel="FID")
-        self.run.print(f"step {step}: FID {value:.3f} ({self.n} samples, {self.run.args.fid_extractor})")
+                        title=f"{what} ({self.run.args.fid_extractor}, {self.n} samples vs held-out)", ylabel=what)
+        self.run.print(f"step {step}: {what} {value:.3f} ({self.n} samples, {self.run.args.fid_extractor}"
+                       + (f"; biased: n ≤ {self.extractor.dim} feature dimensions" if biased else "") + ")")
         return value

@@ -61,6 +61,7 @@ class Loop:
         self._modules = modules
         self._buffers, self._snapshot = [], []
         self._extra = {}
+        self.bar = None  # utils.progress.TrainingBar on a terminal (main process), else None: plain log lines only
 
     # ------------------------------------------------------------------ state
     @property
@@ -85,12 +86,29 @@ class Loop:
     # ------------------------------------------------------------------ iteration
     def __iter__(self):
         self._t = time.perf_counter()
-        while self.step < self.total_steps:
-            if self._stop_requested():
-                self.stopped_early = True
-                return
-            self._snapshot_buffers()
-            yield self.batches.next()
+        self._open_bar()
+        try:
+            while self.step < self.total_steps:
+                if self._stop_requested():
+                    self.stopped_early = True
+                    return
+                self._snapshot_buffers()
+                yield self.batches.next()
+        finally:
+            self._close_bar()
+
+    def _open_bar(self) -> None:
+        from utils.progress import TrainingBar, bars_enabled
+
+        if self.bar is None and self.run.is_main and bars_enabled():
+            self.bar = TrainingBar(self.total_steps, self.step, self.run.args.batch_size, f"[{self.run.family}]")
+            self.run.progress = self.bar   # run.print and StatsLog go through it while it is open
+
+    def _close_bar(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+            self.run.progress = None
 
     def _stop_requested(self) -> bool:
         acc = self.run.accelerator
@@ -119,6 +137,8 @@ class Loop:
             return False
         self.bad_in_row = 0
         self.step += 1
+        if self.bar is not None:
+            self.bar.step(self.epoch, self.images_per_second(self.run.args.batch_size))
         return True
 
     def due(self, what: str) -> bool:

@@ -1,4 +1,5 @@
-"""The one metrics implementation: FID and KID (clean-fid 'clean' mode), precision/recall, IS, LPIPS diversity.
+"""The one metrics implementation: FID and KID (clean-fid 'clean' mode), precision/recall, density/coverage,
+FD-DINOv2 (the same Fréchet distance on DINOv2 features), IS, LPIPS diversity; shareable reference statistics.
 
 Used by ``evaluate.py`` and by the trainers' periodic FID (``FIDEvaluator``).
 
@@ -331,6 +332,50 @@ def precision_recall(real_feats: np.ndarray, fake_feats: np.ndarray, *, k: int =
     return coverage(real, fake), coverage(fake, real)
 
 
+@torch.no_grad()
+def density_coverage(real_feats: np.ndarray, fake_feats: np.ndarray, *, k: int = 5, batch_size: int = 5000,
+                     device=None) -> tuple[float, float]:
+    """Density and coverage (Naeem et al. 2020, "Reliable Fidelity and Diversity Metrics for Generative Models").
+
+    With r_i the distance of real i to its k-th nearest other real (k = 5 as in the authors' code):
+    density  = 1/(k M) Σ_j Σ_i 1[d(fake_j, real_i) < r_i]   (how many real neighbourhoods hold each fake; ≈ 1
+               for identical distributions, unbounded above, robust to real outliers unlike precision);
+    coverage = 1/N Σ_i 1[min_j d(real_i, fake_j) < r_i]      (fraction of real neighbourhoods with a fake in them).
+    Strict inequalities as in the authors' code (clovaai/generative-evaluation-prdc): identical sets give coverage 1
+    and density ≈ 1 (a point at exactly a ball's radius is decided by the float rounding of the distances, as with
+    their sklearn distances).  Distances as in ``precision_recall`` (torch.cdist, float32).
+    """
+    dev = device or "cpu"
+    real = torch.from_numpy(np.asarray(real_feats, np.float32)).to(dev)
+    fake = torch.from_numpy(np.asarray(fake_feats, np.float32)).to(dev)
+    if len(real) <= k or len(fake) < 1:
+        raise MetricsError(f"density/coverage with k={k} needs more than {k} real samples and at least 1 fake")
+    radii = torch.cat([torch.cdist(real[i:i + batch_size], real).kthvalue(k + 1, dim=1).values
+                       for i in range(0, len(real), batch_size)])
+    inside = torch.zeros(len(fake), dtype=torch.float64, device=real.device)     # per fake: real balls holding it
+    nearest = torch.full((len(real),), float("inf"), device=real.device)           # per real: nearest fake
+    for i in range(0, len(fake), batch_size):
+        d = torch.cdist(fake[i:i + batch_size], real)                              # fakes × reals
+        inside[i:i + len(d)] = (d < radii[None]).sum(dim=1).double()
+        nearest = torch.minimum(nearest, d.min(dim=0).values)
+    density = float(inside.sum()) / (k * len(fake))
+    coverage = float((nearest < radii).double().mean())
+    return density, coverage
+
+
+def fd_sample_counts(n_fake: int, n_real: int, dim: int) -> dict:
+    """Sample counts of a Fréchet distance and whether they make it biased: with n ≤ d samples the covariance
+    estimate has rank ≤ n − 1 < d (singular), and FD is biased upwards by a term that shrinks like 1/n (Chong &
+    Forsyth 2020, "Effectively Unbiased FID and Inception Score and where to find them"); such values compare
+    only with FDs at the same n.  KID is unbiased at any n (Bińkowski et al. 2018)."""
+    n = min(int(n_fake), int(n_real))
+    out = {"num_samples": int(n_fake), "num_real": int(n_real), "feature_dim": int(dim), "biased": n <= dim}
+    if out["biased"]:
+        out["note"] = (f"biased: {n_fake} generated / {n_real} real samples for {dim}-d features (n ≤ d: singular "
+                       "covariances); compare only at equal n, or use KID (unbiased at small n)")
+    return out
+
+
 def inception_score(logits: np.ndarray, splits: int = 10) -> tuple[float, float]:
     """IS = exp(E_x KL(p(y|x) || p(y))) over ``splits`` consecutive chunks (Salimans et al. 2016): (mean, std)."""
     logits = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
@@ -406,6 +451,23 @@ def gather_ordered(accelerator, rows: torch.Tensor, indices: torch.Tensor) -> to
     return all_rows[torch.argsort(all_idx)]
 
 
+def _progress(blocks: list[tuple[int, int]], desc: str | None, rank: int):
+    """The blocks, under a progress bar counting images when ``desc`` is given (rank 0, terminal only)."""
+    from utils.progress import bar
+
+    b = bar(sum(stop - start for start, stop in blocks), desc=desc, unit="img", leave=False) \
+        if desc and rank == 0 else None
+    if b is None:
+        yield from blocks
+        return
+    try:
+        for start, stop in blocks:
+            yield start, stop
+            b.update(stop - start)
+    finally:
+        b.close()
+
+
 def _gather_outputs(accelerator, feats: list, logits: list, idx: list, dim: int, with_logits: bool
                     ) -> tuple[np.ndarray, np.ndarray | None]:
     """Concatenate this process's per-block features (and logits), gather all processes', restore global order."""
@@ -420,15 +482,17 @@ def _gather_outputs(accelerator, feats: list, logits: list, idx: list, dim: int,
 def distributed_extract(images, extractor: FeatureExtractor, *, batch_size: int = 64, device=None,
                         classifier=None, accelerator=None,
                         transform: Callable[[Any], torch.Tensor] | None = None,
-                        on_block: Callable[[int, Any], None] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+                        on_block: Callable[[int, Any], None] | None = None,
+                        desc: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """``extract`` with batches split across processes and gathered in order: same numbers as one process.
 
     ``transform(block) -> uint8 images`` is applied to each block first (e.g. an image-to-image translation, so it
     is split across processes too); ``on_block(start, block)`` sees the block that is measured (to save PNGs).
+    ``desc``: show a progress bar with this label (main process, terminal only; utils.progress).
     """
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
     feats, logits, idx = [], [], []
-    for start, stop in my_blocks(len(images), batch_size, rank, world):
+    for start, stop in _progress(my_blocks(len(images), batch_size, rank, world), desc, rank):
         block = images[start:stop] if transform is None else transform(images[start:stop])
         if on_block is not None:
             on_block(start, block)
@@ -478,13 +542,15 @@ def _sync(device) -> None:
 def generate_and_extract(sample_fn: Callable[[int, torch.Generator], torch.Tensor], n: int,
                          extractor: FeatureExtractor, *, block_size: int = 64, seed: int = 0, device=None,
                          classifier=None, accelerator=None, keep_images: int = 0,
-                         on_block: Callable[[int, torch.Tensor], None] | None = None) -> Generated:
+                         on_block: Callable[[int, torch.Tensor], None] | None = None,
+                         desc: str | None = None) -> Generated:
     """Sample n images in blocks, extract features per block, gather in global order.
 
     ``sample_fn(num, generator) -> float N×3×R×R in [-1, 1]``.  Block b holds samples [b·B, (b+1)·B) and is drawn
     with a CPU generator seeded by ``block_seed(seed, b)``: the images depend on (seed, block size) only, not on
     the number of processes or the device.  ``on_block(start, uint8_images)`` lets the caller save PNGs on the
     process that drew them; ``keep_images`` first samples are gathered as uint8 (for LPIPS diversity).
+    ``desc``: show a progress bar with this label (main process, terminal only; utils.progress).
     """
     from utils.data import to_uint8
 
@@ -492,7 +558,7 @@ def generate_and_extract(sample_fn: Callable[[int, torch.Generator], torch.Tenso
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
     feats, logits, idx, head = [], [], [], []
     sampling = 0.0
-    for start, stop in my_blocks(n, block_size, rank, world):
+    for start, stop in _progress(my_blocks(n, block_size, rank, world), desc, rank):
         # A CPU generator: every family draws its noise on the generator's device and moves it, so the same
         # seed gives the same images on CPU and GPU.
         g = torch.Generator().manual_seed(block_seed(seed, start // block_size))
@@ -580,6 +646,106 @@ def save_reference_features(key: dict, features: np.ndarray, cache_dir: str | os
 
 
 # ---------------------------------------------------------------------------------------------
+# Shareable reference statistics (clean-fid's custom-statistics format + a provenance sidecar)
+# ---------------------------------------------------------------------------------------------
+
+REF_STATS_VERSION = 1
+
+
+def reference_stats_paths(path: str | os.PathLike) -> tuple[Path, Path, Path]:
+    """(mu/sigma .npz, features _kid.npz, sidecar .json) of a statistics file, named as clean-fid names
+    ``<name>_clean_custom_na.npz`` and ``<name>_clean_custom_na_kid.npz`` (``cleanfid.fid.make_custom_stats``)."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        path = path.with_name(path.name + ".npz")
+    return path, path.with_name(path.stem + "_kid.npz"), path.with_suffix(".json")
+
+
+def save_reference_statistics(path: str | os.PathLike, extractor: FeatureExtractor, features: np.ndarray,
+                              meta: dict) -> list[Path]:
+    """Write the reference's mu and sigma (``np.savez_compressed(mu=, sigma=)``, the file clean-fid's
+    ``compute_fid(..., dataset_name=<name>, dataset_split="custom")`` reads), its features for KID and the k-NN
+    metrics (``feats=``, clean-fid's ``_kid.npz``), and a sidecar JSON saying what they are: network, mode,
+    image count and the data's identity (source, split hash, crop, resolution)."""
+    from utils.export import atomic_write_bytes, atomic_write_json
+
+    stats_path, kid_path, side_path = reference_stats_paths(path)
+    mu, sigma = feature_statistics(features)
+    for target, arrays in ((stats_path, {"mu": mu, "sigma": sigma}), (kid_path, {"feats": features})):
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        atomic_write_bytes(target, buf.getvalue())
+    atomic_write_json(side_path, {
+        "facegen_reference_statistics": REF_STATS_VERSION,
+        "format": "clean-fid custom statistics: mu, sigma (np.mean/np.cov of the features) in the .npz; the "
+                  "features (feats) in the _kid.npz",
+        "mode": FID_MODE, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **meta,
+        "n": int(len(features)), "feature_extractor": extractor.describe(),
+        "files": {"stats": stats_path.name, "stats_sha256": _file_sha256(stats_path), "features": kid_path.name}})
+    return [stats_path, kid_path, side_path]
+
+
+def _file_sha256(path: Path) -> str:
+    from utils.feature_nets import file_sha256
+
+    return file_sha256(path)
+
+
+def load_reference_statistics(path: str | os.PathLike, extractor: FeatureExtractor
+                              ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict]:
+    """(mu, sigma, features or None, provenance) of a statistics file written by ``save_reference_statistics``
+    or by clean-fid's ``make_custom_stats``.  The sidecar's network must be ``extractor`` (same name and sha256);
+    a file without a sidecar is accepted for clean-fid's Inception only (what clean-fid writes)."""
+    stats_path, kid_path, side_path = reference_stats_paths(path)
+    if not stats_path.is_file():
+        raise MetricsError(f"--ref-stats {stats_path} not found")
+    try:
+        with np.load(stats_path) as z:
+            mu, sigma = z["mu"], z["sigma"]
+        features = None
+        if kid_path.is_file():
+            with np.load(kid_path) as z:
+                features = z["feats"].astype(np.float32)
+    except (OSError, ValueError, KeyError) as e:
+        raise MetricsError(f"--ref-stats {stats_path}: not a clean-fid statistics file with 'mu' and 'sigma' "
+                           f"({type(e).__name__}: {str(e)[:80]})") from None
+    sha = _file_sha256(stats_path)
+    if side_path.is_file():
+        try:
+            side = json.loads(side_path.read_text())
+        except (OSError, ValueError) as e:
+            raise MetricsError(f"--ref-stats sidecar {side_path} is not readable JSON ({e})") from None
+        fe = side.get("feature_extractor") or {}
+        if fe.get("name") != extractor.name or (fe.get("sha256") and extractor.sha256
+                                                and fe["sha256"] != extractor.sha256):
+            raise MetricsError(f"--ref-stats {stats_path} was made with {fe.get('name')!r} (sha256 "
+                               f"{str(fe.get('sha256'))[:12]}), not {extractor.name!r} (sha256 "
+                               f"{str(extractor.sha256)[:12]}); use the same --feature-extractor/--fid-weights")
+        if side.get("mode", FID_MODE) != FID_MODE:
+            raise MetricsError(f"--ref-stats {stats_path} is in FID mode {side.get('mode')!r}, expected {FID_MODE!r}")
+        recorded = (side.get("files") or {}).get("stats_sha256")
+        if recorded and recorded != sha:
+            raise MetricsError(f"--ref-stats {stats_path} does not match its sidecar's sha256 (edited or replaced?)")
+        info = {k: side.get(k) for k in ("source", "split", "split_sha256", "pixels_sha256", "resolution", "crop",
+                                         "num_files", "n", "created")}
+    else:
+        if not extractor.name.startswith("clean-fid-inception"):
+            raise MetricsError(f"--ref-stats {stats_path} has no sidecar {side_path.name} saying which network made "
+                               f"it; without one only clean-fid's Inception statistics are accepted")
+        info = {"source": str(stats_path.resolve()), "split": "statistics file", "split_sha256": sha,
+                "pixels_sha256": None, "resolution": None, "crop": None, "num_files": None,
+                "n": int(len(features)) if features is not None else None,
+                "note": "no sidecar: assumed clean-fid's Inception in clean mode (as clean-fid writes it)"}
+    if info.get("n") is None:
+        info["n"] = int(len(features)) if features is not None else 0
+    if features is not None and len(features) != info["n"]:
+        raise MetricsError(f"--ref-stats {kid_path} holds {len(features)} features, the sidecar says {info['n']}")
+    info.update(ref_stats=str(stats_path.resolve()), ref_stats_sha256=sha,
+                ref_features=str(kid_path.resolve()) if features is not None else None)
+    return mu, sigma, features, info
+
+
+# ---------------------------------------------------------------------------------------------
 # FIDEvaluator: cached real statistics + FID of generated images (trainers and evaluate.py)
 # ---------------------------------------------------------------------------------------------
 
@@ -595,7 +761,7 @@ class FIDEvaluator:
     """
 
     extractor: FeatureExtractor
-    real_features: np.ndarray
+    real_features: np.ndarray | None     # None: a reference given as statistics only (from_statistics)
     device: torch.device
     batch_size: int = 64
     accelerator: object = None
@@ -619,7 +785,7 @@ class FIDEvaluator:
     @classmethod
     def from_images(cls, extractor: FeatureExtractor, real_images, *, device=None, batch_size: int = 64,
                     cache_key: dict | None = None, cache_dir=None, accelerator=None, info: dict | None = None,
-                    fd_method: str = "sqrtm") -> "FIDEvaluator":
+                    fd_method: str = "sqrtm", desc: str | None = None) -> "FIDEvaluator":
         """Reference features of ``real_images`` (uint8 tensor or list of H×W×3 arrays), from the cache if present."""
         device = torch.device(device or next(extractor.parameters()).device)
         info = dict(info or {}, n=len(real_images), cache_hit=False, cache_path=None)
@@ -635,7 +801,7 @@ class FIDEvaluator:
         if feats is None:
             t0 = time.perf_counter()
             feats, _ = distributed_extract(real_images, extractor, batch_size=batch_size, device=device,
-                                           accelerator=accelerator)
+                                           accelerator=accelerator, desc=desc)
             info["reference_seconds"] = time.perf_counter() - t0
             is_main = accelerator is None or accelerator.is_main_process
             if cache_key is not None and is_main:
@@ -643,6 +809,23 @@ class FIDEvaluator:
             if accelerator is not None:
                 accelerator.wait_for_everyone()
         return cls(extractor, feats, device, batch_size, accelerator, info, fd_method)
+
+    @classmethod
+    def from_statistics(cls, extractor: FeatureExtractor, mu: np.ndarray, sigma: np.ndarray, *,
+                        features: np.ndarray | None = None, device=None, batch_size: int = 64, accelerator=None,
+                        info: dict | None = None, fd_method: str = "sqrtm") -> "FIDEvaluator":
+        """A reference given as statistics (``load_reference_statistics``): FID against (mu, sigma); KID,
+        precision/recall and density/coverage only when the reference features came with them."""
+        mu, sigma = np.atleast_1d(mu), np.atleast_2d(sigma)
+        if mu.shape != (extractor.dim,) or sigma.shape != (extractor.dim, extractor.dim):
+            raise MetricsError(f"reference statistics are {mu.shape[0]}-d, but {extractor.name} gives "
+                               f"{extractor.dim}-d features; were they made with another network?")
+        if features is not None and features.shape[1:] != (extractor.dim,):
+            raise MetricsError(f"reference features are {features.shape[1:]}-d, expected {extractor.dim}")
+        device = torch.device(device or next(extractor.parameters()).device)
+        ev = cls(extractor, features, device, batch_size, accelerator, dict(info or {}), fd_method)
+        ev.__dict__["_mu_sigma"] = (mu, sigma)
+        return ev
 
     @classmethod
     def from_face_data(cls, data, extractor: str | FeatureExtractor = "inception", *, weights=None, device=None,
@@ -682,31 +865,46 @@ class FIDEvaluator:
                                    device=self.device, accelerator=self.accelerator)
         return self.fid_from_features(gen.features)
 
+    @property
+    def num_real(self) -> int:
+        return len(self.real_features) if self.real_features is not None else int(self.info.get("n", 0))
+
     def metrics(self, fake_features: np.ndarray, *, want: Sequence[str] = ("fid", "kid", "pr"), k: int = 3,
-                kid_seed: int = 0) -> dict:
-        """{'fid', 'kid', 'precision', 'recall'} entries ({'value': ...} dicts) for the requested metrics, each
-        naming this evaluator's feature network (``features``, ``features_name``, ``features_sha256``).
+                kid_seed: int = 0, dc_k: int = 5) -> dict:
+        """{'fid', 'kid', 'precision', 'recall', 'density', 'coverage'} entries ({'value': ...} dicts) for the
+        requested metrics ('pr' = precision + recall, 'dc' = density + coverage), each naming this evaluator's
+        feature network (``features``, ``features_name``, ``features_sha256``) and its sample counts
+        (``num_samples``, ``num_real``); the Fréchet distance also says whether those counts make it biased.
 
         A metric that cannot be computed (e.g. too few samples) becomes {"value": None, "not_computed": why}.
         """
         out = {}
-        n = min(len(fake_features), len(self.real_features))
+        n_fake, n_real = len(fake_features), self.num_real
         feats = self.extractor.features_info()
+        no_features = (not_computed("the reference is feature statistics only (mu, sigma; --ref-stats without its "
+                                    "_kid.npz features): this metric needs the reference features")
+                       if self.real_features is None else None)
         if "fid" in want:
             out["fid"] = _entry(lambda: {"value": self.fid_from_features(fake_features), "fd_method": self.fd_method})
-            if out["fid"]["value"] is not None and n <= self.extractor.dim:
-                out["fid"]["note"] = (f"only {n} samples for {self.extractor.dim}-d features: singular covariances, "
-                                      "strongly biased FID (use thousands of samples for reportable numbers)")
+            if out["fid"]["value"] is not None:
+                out["fid"].update(fd_sample_counts(n_fake, n_real, self.extractor.dim))
         if "kid" in want:
-            out["kid"] = _entry(lambda: {"value": kid(self.real_features, fake_features, seed=kid_seed,
-                                                      device=self.device),
-                                         "num_subsets": 100, "subset_size": min(n, 1000), "seed": kid_seed})
+            out["kid"] = no_features or _entry(lambda: {
+                "value": kid(self.real_features, fake_features, seed=kid_seed, device=self.device),
+                "num_subsets": 100, "subset_size": min(n_fake, n_real, 1000), "seed": kid_seed})
         if "pr" in want:
-            pr = _entry(lambda: dict(zip(("precision", "recall"), precision_recall(
+            pr = no_features or _entry(lambda: dict(zip(("precision", "recall"), precision_recall(
                 self.real_features, fake_features, k=k, device=self.device))))
             for name in ("precision", "recall"):
                 out[name] = {"value": pr[name], "k": k} if "not_computed" not in pr else dict(pr)
-        return {name: {**entry, **feats} for name, entry in out.items()}
+        if "dc" in want:
+            dc = no_features or _entry(lambda: dict(zip(("density", "coverage"), density_coverage(
+                self.real_features, fake_features, k=dc_k, device=self.device))))
+            for name in ("density", "coverage"):
+                out[name] = ({"value": dc[name], "k": dc_k, "reference": "Naeem et al. 2020"}
+                             if "not_computed" not in dc else dict(dc))
+        counts = {"num_samples": n_fake, "num_real": n_real}
+        return {name: {**entry, **feats, **counts} for name, entry in out.items()}
 
 
 def _entry(fn: Callable[[], dict]) -> dict:
@@ -727,7 +925,11 @@ METRIC_NAMES = ("fid", "kid", "precision", "recall", "inception_score", "lpips_d
                 "params_generator", "params_total", "train_seconds", "sampling_throughput")
 # Metrics computed on a network's outputs: a computed entry names that network in "features" (write_metrics
 # enforces it; files written before this was recorded are still read).
-FEATURE_METRICS = ("fid", "kid", "precision", "recall", "inception_score", "lpips_diversity")
+FEATURE_METRICS = ("fid", "kid", "precision", "recall", "inception_score", "lpips_diversity", "density", "coverage",
+                   "fd_dinov2")
+# Written by this code into every new metrics.json, but absent from files written before they existed (those
+# still validate): density/coverage (Naeem et al. 2020) and FD-DINOv2 (Stein et al. 2023).
+OPTIONAL_METRIC_NAMES = ("density", "coverage", "fd_dinov2")
 _SECTIONS = {"source": dict, "samples": dict, "real": dict, "feature_extractor": dict, "metrics": dict,
              "versions": dict, "runtime": dict, "fid_mode": str, "created": str, "command": str}
 

@@ -24,6 +24,7 @@ from utils.fastpath import add_fastpath_args
 # so that `--resume latest` with a longer schedule or other logging finds the same run directory.
 RUNTIME_FLAGS = {"out", "name", "resume", "dry_run", "epochs", "max_steps", "save_every", "sample_every", "log_every",
                  "fid_every", "export_every", "keep_checkpoints", "fid_samples", "fid_extractor", "fid_weights",
+                 "dinov2_weights",
                  "cache_dir", "download", "data_root", "compile", "tf32", "data_on_device", "max_bad_steps",
                  "channels_last", "optimizer_impl"}  # speed options: same maths up to float rounding (utils/fastpath.py)
 
@@ -122,10 +123,14 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--log-every", type=Every, default=Every("50"), help="logging period (host syncs only here)")
     g.add_argument("--fid-every", type=Every, default=Every("25ep"), help="FID period (plan: 25 epochs); 0 = off")
     g.add_argument("--fid-samples", type=positive_int, default=5000, help="generated images per FID evaluation")
-    g.add_argument("--fid-extractor", type=str, default="inception", choices=["inception", "tiny"],
-                   help="feature extractor for training-time FID ('tiny' is a fixed random net for CPU smoke runs)")
+    g.add_argument("--fid-extractor", type=str, default="inception", choices=["inception", "tiny", "dinov2"],
+                   help="feature extractor for training-time FID ('tiny' is a fixed random net for CPU smoke runs; "
+                        "'dinov2' logs FD-DINOv2 instead, weights from --dinov2-weights)")
     g.add_argument("--fid-weights", type=str, default=None,
                    help="local clean-fid Inception file (default $FACEGEN_FID_WEIGHTS or clean-fid's download)")
+    g.add_argument("--dinov2-weights", type=str, default=None,
+                   help="DINOv2 ViT-L/14 file for --fid-extractor dinov2 (default $FACEGEN_DINOV2_WEIGHTS, else the "
+                        "Hugging Face hub; 'tiny' = random tiny ViT, tests only)")
     g.add_argument("--data-on-device", type=str, default="auto", choices=["auto", "yes", "no"],
                    help="keep the uint8 training set in accelerator memory (auto: when it fits in 25%% of it)")
     g.add_argument("--compile", action="store_true",
@@ -135,6 +140,13 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max-bad-steps", type=positive_int, default=20,
                    help="stop after this many consecutive non-finite steps")
     g.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+
+
+def fid_weights_of(args: argparse.Namespace) -> str | None:
+    """The weight file of --fid-extractor: --dinov2-weights for 'dinov2', else --fid-weights."""
+    if args.fid_extractor == "dinov2":
+        return getattr(args, "dinov2_weights", None)
+    return args.fid_weights
 
 
 def config_of(args: argparse.Namespace) -> dict:
@@ -156,6 +168,7 @@ class Run:
     dir: Path
     start_time: float = field(default_factory=time.time)
     pending_config: dict | None = None  # config.json content not yet written (see commit_config)
+    progress: object = None  # the open utils.progress.TrainingBar (terminal only); print() writes above it
 
     @property
     def is_main(self) -> bool:
@@ -166,7 +179,10 @@ class Run:
         return self.accelerator.device
 
     def print(self, *a, **k) -> None:
-        self.accelerator.print(*a, **k)
+        if self.progress is not None and self.is_main and not k:
+            self.progress.write(" ".join(str(x) for x in a))   # a whole line above the progress bar
+        else:
+            self.accelerator.print(*a, **k)
 
     def path(self, *parts: str) -> Path:
         return self.dir.joinpath(*parts)

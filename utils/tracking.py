@@ -55,6 +55,9 @@ class StatsLog:
         if self.run.is_main:
             with open(self.path, "a") as f:
                 f.write(json.dumps({"kind": kind, "step": step, **clean}) + "\n")
+        bar = getattr(self.run, "progress", None)
+        if bar is not None and kind == "train":
+            bar.record(clean)   # the terminal progress bar shows the last logged losses
         numeric = {f"{kind}/{k}": v for k, v in clean.items() if isinstance(v, float) and math.isfinite(v)}
         if numeric:
             self.run.accelerator.log(numeric, step=step)
