@@ -75,7 +75,7 @@ PRESETS: dict[str, dict[str, list[str]]] = {
         "3.2": "--recon mse --beta 1 --lambda-perc 0.1 --lambda-adv 0 --lr 1e-3 --latent-dim 256",
         # 3.3 turns the discriminator on after 10 epochs; the bench times the steady state (discriminator on).
         "3.3": "--recon mse --beta 1e-4 --lambda-perc 0.1 --lambda-adv 0.1 --lr 1e-3 --latent-dim 256 "
-               "--disc-loss hinge --disc-layers 3",
+               "--disc-loss hinge --disc-layers 3 --adv-weight adaptive",
     },
     "ddpm": {
         "4.1": "--beta-schedule linear --prediction-type epsilon --base-channels 128 --attn-res 8,16 --lr 2e-4",
@@ -235,7 +235,6 @@ def build_models(family: str, targs, device: torch.device) -> dict:
         G, D = T.build_nets(targs, T.model_config(targs))
         return {"G": G.to(device), "D": D.to(device)}
     if family == "vae":
-        from models.patchgan import PatchDiscriminator
         from models.perceptual import PerceptualLoss
         from models.vae import VAE, VAEConfig
         cfg = VAEConfig(resolution=targs.resolution, latent_dim=targs.latent_dim, base_channels=targs.base_channels,
@@ -244,7 +243,7 @@ def build_models(family: str, targs, device: torch.device) -> dict:
             torch.manual_seed(targs.seed)
             out = {"vae": VAE(cfg).to(device)}
             if targs.lambda_adv > 0:
-                out["disc"] = PatchDiscriminator(3, targs.disc_ndf, targs.disc_layers, targs.disc_norm).to(device)
+                out["disc"] = T.build_discriminator(targs).to(device)
             if targs.lambda_perc > 0:
                 out["perceptual"] = PerceptualLoss(targs.vgg_weights, targs.vgg_init, targs.perc_norm).to(device)
         return out
@@ -470,7 +469,9 @@ def textbook_step(family: str, targs, models: dict, files, device: torch.device,
             x = real()
             with autocast():
                 x_hat, mu, logvar = vae(x)
-                terms = T.vae_terms(targs, x_hat, x, mu, logvar, perceptual, disc, gan)
+                terms = T.vae_terms(targs, x_hat, x, mu, logvar, perceptual, disc, gan,
+                                    last_layer=T.last_layer_weight(vae) if disc is not None else None,
+                                    grad_scale=torch.tensor(scaler.get_scale(), device=device) if fp16 else None)
             backward_step(terms["loss"], opt)
             if disc is not None:
                 with autocast():

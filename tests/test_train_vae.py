@@ -148,6 +148,9 @@ def test_row_3_3_patchgan(row_3_3):
     train = records(row_3_3, "train")
     assert "d_loss" not in train[0]                                      # step 0: discriminator still off
     assert all(np.isfinite(r["d_loss"]) and "adv" in r for r in train[1:])
+    # VQGAN's adaptive weight (the default): λ_adv times a gradient-norm ratio, logged as adv_w, not λ_adv itself.
+    assert cfg["adv_weight"] == "adaptive"
+    assert all(r["adv_w"] > 0 and r["adv_w"] != pytest.approx(0.1) for r in train[1:])
 
 
 def test_resume_from_a_checkpoint_is_bitwise_identical(tmp_path, env, row_3_3):
