@@ -25,11 +25,11 @@ from models.acgan import EMBEDS, ACGANConfig, ACGANDiscriminator, ACGANGenerator
 from models.gan import D_NORMS, G_NORMS
 from models.layers import UPSAMPLE_MODES
 from models.losses import LOSSES, clip_weights_, critic_metric, gradient_penalty
-from train_cyclegan import _attribute_signs, _source_names   # CelebA attribute files / synthetic attributes
 from train_gan import LOSS_DEFAULTS, OPTIMIZERS, make_optimizer
+from utils.attributes import load_labelled_data
 from utils.augment import PRESETS, build_augment
 from utils.checkpoint import Checkpointer, step_if_finite
-from utils.data import Batches, DataError, FaceData, face_data_from_args
+from utils.data import Batches
 from utils import fastpath
 from utils.ema import EMA
 from utils.export import atomic_write_json, save_export
@@ -111,40 +111,6 @@ def validate(p: argparse.ArgumentParser, args) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ data
-
-class LabelledData:
-    """FaceData restricted to images with an attribute row, plus their class labels (0: −1, 1: +1)."""
-
-    def __init__(self, data: FaceData, train_labels: torch.Tensor, heldout_labels: torch.Tensor, attr: str):
-        self.data, self.train_labels, self.heldout_labels, self.attr = data, train_labels, heldout_labels, attr
-        self.class_names = [f"not_{attr}", attr]
-
-    def counts(self) -> str:
-        return ", ".join(f"{n}: {int((self.train_labels == c).sum())} train / {int((self.heldout_labels == c).sum())} "
-                         f"held-out" for c, n in enumerate(self.class_names))
-
-
-def load_labelled_data(cfg) -> LabelledData:
-    """Train/held-out images and labels from parsed args or an export's train_config dict (reuses the CycleGAN
-    attribute reader: CelebA list_attr_celeba.txt / CSV for folders and celeba, built-in attributes for synthetic)."""
-    args = argparse.Namespace(**cfg) if isinstance(cfg, dict) else cfg
-    data = face_data_from_args(args)
-    train_names, held_names = _source_names(args, data)
-    tr, he = _attribute_signs(args, train_names), _attribute_signs(args, held_names)
-    keep_t, keep_h = torch.from_numpy(tr != 0), torch.from_numpy(he != 0)
-    info = dict(data.info, attr=args.attr)
-    missing = int((~keep_t).sum() + (~keep_h).sum())
-    if missing:
-        info["skipped"] = dict(info.get("skipped", {}), **{"no attribute row": missing})
-        info.update(num_train=int(keep_t.sum()), num_heldout=int(keep_h.sum()))
-    data = FaceData(data.train[keep_t], data.heldout[keep_h], info)
-    labelled = LabelledData(data, torch.from_numpy(tr[tr != 0] > 0).long(), torch.from_numpy(he[he != 0] > 0).long(),
-                            args.attr)
-    for c, name in enumerate(labelled.class_names):
-        if int((labelled.train_labels == c).sum()) == 0:
-            raise DataError(f"{args.data}: no training images of class {name} ({missing} without an attribute row)")
-    return labelled
-
 
 class LabelledBatches(Batches):
     """Batches that also remember the labels of the batch they last returned (same order, same resume state)."""

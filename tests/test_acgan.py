@@ -18,6 +18,7 @@ from PIL import Image
 import train_acgan as T
 from models.acgan import ACGANConfig, ACGANDiscriminator, ACGANGenerator
 from models.losses import gradient_penalty
+from utils.attributes import load_labelled_data
 from utils.data import DataError
 from utils.export import load_export
 
@@ -93,13 +94,13 @@ def test_discriminator_heads_and_gradient_penalty():
 
 def test_labels_from_attribute_file(labelled_folder, cache):
     folder, attr_file = labelled_folder
-    lab = T.load_labelled_data(data_args(folder, attr_file, cache))
+    lab = load_labelled_data(data_args(folder, attr_file, cache))
     assert len(lab.data.train) + len(lab.data.heldout) == N_IMAGES - 1 and lab.data.info["skipped"]["no attribute row"] == 1
     # bright images are class 1 (Smiling = +1)
     for imgs, labels in ((lab.data.train, lab.train_labels), (lab.data.heldout, lab.heldout_labels)):
         assert torch.equal((imgs.float().mean(dim=(1, 2, 3)) > 128).long(), labels)
     with pytest.raises(DataError, match="not in list_attr.txt"):
-        T.load_labelled_data(data_args(folder, attr_file, cache, attr="Eyeglasses"))
+        load_labelled_data(data_args(folder, attr_file, cache, attr="Eyeglasses"))
 
 
 class ClassPicker(torch.nn.Module):
@@ -119,7 +120,7 @@ class ClassPicker(torch.nn.Module):
 def test_evaluate_acgan_per_class_fid_and_accuracy(labelled_folder, cache):
     folder, attr_file = labelled_folder
     tc = vars(data_args(folder, attr_file, cache))
-    lab = T.load_labelled_data(tc)
+    lab = load_labelled_data(tc)
     good = SimpleNamespace(family="acgan", train_config=tc, model=ClassPicker(lab.data.train, lab.train_labels))
     bad = SimpleNamespace(family="acgan", train_config=tc, model=ClassPicker(lab.data.train, lab.train_labels, True))
     r_good = T.evaluate_acgan(good, num_per_class=8, extractor="tiny")

@@ -15,6 +15,7 @@ from torch import nn
 from models.cyclegan import (CycleGAN, CycleGANConfig, Generator, ImagePool, build_discriminator, cycle_loss,
                              discriminator_loss, generator_losses, identity_loss)
 import train_cyclegan
+from utils.attributes import load_domains, read_attribute_file
 from utils.data import DataError
 from utils.export import load_export, save_export
 
@@ -212,14 +213,14 @@ def test_attribute_split_of_a_folder(tmp_path, cache_dir, fmt):
     attr_file = str(tmp_path / f"attr.{fmt}")
     args = train_cyclegan.parse_args(["--data", str(folder), "--attr", "Smiling", "--attr-file", attr_file,
                                       "--resolution", "16", "--cache-dir", str(cache_dir)])
-    dx, dy = train_cyclegan.load_domains(args)
+    dx, dy = load_domains(args)
     assert len(dx.train) + len(dx.heldout) == 8 and len(dy.train) + len(dy.heldout) == 4
     for d, value in ((dx, 30), (dy, 220)):
         assert set(torch.cat([d.train, d.heldout]).unique().tolist()) == {value}
     assert (dx.info["domain"], dy.info["domain"]) == ("not_Smiling", "Smiling")
     assert dx.info["skipped"]["no attribute row"] == 1
     with pytest.raises(DataError, match="Blond_Hair"):
-        train_cyclegan.read_attribute_file(tmp_path / f"attr.{fmt}", "Blond_Hair")
+        read_attribute_file(tmp_path / f"attr.{fmt}", "Blond_Hair")
 
 
 def test_attribute_split_of_synthetic_faces(cache_dir):
@@ -228,14 +229,14 @@ def test_attribute_split_of_synthetic_faces(cache_dir):
     args = train_cyclegan.parse_args(["--synthetic-size", "24", "--n-real", "6", "--resolution", "16",
                                       "--cache-dir", str(cache_dir)])
     assert (args.data, args.attr) == ("synthetic", "Smiling")
-    dx, dy = train_cyclegan.load_domains(args)
+    dx, dy = load_domains(args)
     smiling = int(face_attributes(range(24), seed=0)["Smiling"].sum())
     assert len(dy.train) + len(dy.heldout) == smiling and len(dx.train) + len(dx.heldout) == 24 - smiling
     assert len(dx.heldout) + len(dy.heldout) == 6
     bad = train_cyclegan.parse_args(["--attr", "Wavy_Hair", "--synthetic-size", "24", "--resolution", "16",
                                      "--cache-dir", str(cache_dir)])
     with pytest.raises(DataError, match="no attribute"):
-        train_cyclegan.load_domains(bad)
+        load_domains(bad)
 
 
 def test_attribute_split_of_shared_celeba(tmp_path, cache_dir):
@@ -248,10 +249,10 @@ def test_attribute_split_of_shared_celeba(tmp_path, cache_dir):
     files = sorted(src.glob("*.jpg"))[:16]
     for f in files:
         (folder / f.name).write_bytes(f.read_bytes())
-    truth = train_cyclegan.read_attribute_file(attr_file, "Smiling")
+    truth = read_attribute_file(attr_file, "Smiling")
     args = train_cyclegan.parse_args(["--data", str(folder), "--attr-file", str(attr_file), "--resolution", "16",
                                       "--cache-dir", str(cache_dir)])
-    dx, dy = train_cyclegan.load_domains(args)
+    dx, dy = load_domains(args)
     n_smiling = sum(truth[f.name] > 0 for f in files)
     assert len(dy.train) + len(dy.heldout) == n_smiling and len(dx.train) + len(dx.heldout) == 16 - n_smiling
 
@@ -329,7 +330,7 @@ def test_train_two_folders_end_to_end_and_resume_exactly(tmp_path, cache_dir, tw
     assert (a / "loss.png").exists()
     # What evaluate.py --mode translate needs: both domains' held-out images, rebuilt from the export alone.
     monkeypatch.setenv("FACEGEN_CACHE", str(cache_dir))
-    dx, dy = train_cyclegan.load_domains(ex.train_config)
+    dx, dy = load_domains(ex.train_config)
     assert (len(dx.heldout), len(dy.heldout)) == (5, 5) and dx.info["domain"] == "astronaut"
 
     _main_in_process([*common, "--max-steps", "2", "--out", str(tmp_path / "b")], cache_dir, monkeypatch)
@@ -389,7 +390,7 @@ def test_evaluate_translate_mode_scores_each_direction(tmp_path, cache_dir, two_
     assert res["source"]["family"] == "cyclegan" and res["samples"]["mode"] == "translate"
 
     ex = load_export(export)
-    dx, dy = train_cyclegan.load_domains(ex.train_config)
+    dx, dy = load_domains(ex.train_config)
     ext = load_feature_extractor("tiny")
     feats = lambda u8: extract_features(u8, ext)  # noqa: E731
     for direction, src, tgt in (("xy", dx, dy), ("yx", dy, dx)):
