@@ -144,7 +144,7 @@ def sample_kwargs(row: Row) -> dict:
 
 @lru_cache(maxsize=4)
 def _heldout_domains(train_config_json: str) -> tuple[torch.Tensor, torch.Tensor]:
-    from train_cyclegan import load_domains
+    from utils.attributes import load_domains
 
     return tuple(d.heldout for d in load_domains(json.loads(train_config_json)))
 
@@ -158,10 +158,10 @@ def heldout_domains(export) -> tuple[torch.Tensor, torch.Tensor]:
 def translation_pairs(export, n: int, direction: str = "xy") -> tuple[torch.Tensor, torch.Tensor]:
     """A translator's first n held-out source images of ``direction`` and their translations (float, [-1, 1], CPU):
     the same inputs, in the same order, that evaluate.py --mode translate scored."""
-    from evaluate import DIRECTIONS
+    from models.cyclegan import DIRECTION_DOMAINS
     from utils.data import to_float
 
-    src = to_float(heldout_domains(export)[DIRECTIONS[direction][0]][:n])
+    src = to_float(heldout_domains(export)[DIRECTION_DOMAINS[direction][0]][:n])
     device = next(export.model.parameters()).device
     with torch.no_grad():
         return src, export.model.translate(src.to(device), direction).float().cpu()
@@ -169,7 +169,7 @@ def translation_pairs(export, n: int, direction: str = "xy") -> tuple[torch.Tens
 
 def model_outputs(export, row: Row, n: int, seed: int) -> torch.Tensor:
     """n images of the row's model for figures: fixed-seed samples, or a translator's X→Y translations."""
-    from evaluate import TRANSLATION_FAMILIES
+    from models import TRANSLATION_FAMILIES
 
     if export.family in TRANSLATION_FAMILIES:
         return translation_pairs(export, n)[1]
@@ -177,7 +177,8 @@ def model_outputs(export, row: Row, n: int, seed: int) -> torch.Tensor:
 
 
 def sample_grid(export, row: Row, path: Path, seed: int, n: int) -> Path:
-    from evaluate import DIRECTIONS, TRANSLATION_FAMILIES
+    from models import TRANSLATION_FAMILIES
+    from models.cyclegan import DIRECTIONS
     from utils.images import save_grid, save_png
 
     if export.family in TRANSLATION_FAMILIES:  # rows: X inputs, X→Y, Y inputs, Y→X
@@ -326,7 +327,7 @@ def reference_images(row: Row, export):
         from utils.metrics import load_image_folder
 
         return load_image_folder(real["source"], limit=n)[0]
-    from evaluate import heldout_from_train_config
+    from utils.data import heldout_from_train_config
 
     data = heldout_from_train_config(export.train_config, export.model.resolution)
     return data.heldout[:n]
@@ -360,7 +361,7 @@ def failure_modes(row: Row, export, extractor, out_png: Path, out_json: Path, *,
     """Save the k samples farthest from every real image (top) above their nearest real images (bottom)."""
     from utils.images import make_grid_uint8, save_png
     from utils.export import atomic_write_json
-    from evaluate import TRANSLATION_FAMILIES
+    from models import TRANSLATION_FAMILIES
     from utils.data import to_uint8
     from utils.metrics import FIDEvaluator, extract_features, generate_and_extract, pixels_sha256, reference_key
 

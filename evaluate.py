@@ -42,6 +42,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models import TRANSLATION_FAMILIES
+from models.cyclegan import DIRECTION_DOMAINS
+from utils.attributes import load_domains
+from utils.class_eval import evaluate_acgan
+from utils.data import heldout_from_train_config
 from utils.feature_nets import (DINOV2_TINY, DINOV2_WEIGHTS_ENV, LPIPS_RANDOM, PR_FEATURES, MetricsError, file_sha256,
                                 load_feature_extractor, load_is_classifier, load_vgg16_features)
 from utils.metrics import (FD_METHODS, FID_MODE, METRIC_NAMES, METRICS_SCHEMA_VERSION, OPTIONAL_METRIC_NAMES,
@@ -219,17 +224,6 @@ def real_images_for(args, export):
                   "pixels_sha256": pixels_sha256(real), "resolution": int(real.shape[-1]),
                   "crop": export.train_config.get("crop", "center"), "num_files": len(real),
                   "heldout_size": len(data.heldout), "manifest_path": data.info.get("manifest_path")}
-
-
-def heldout_from_train_config(tc: dict, resolution: int):
-    """Rebuild the training data's held-out split from the flags stored in the export (utils.data names)."""
-    from utils.data import load_face_data
-
-    cache_dir = tc.get("cache_dir")
-    return load_face_data(tc.get("data", "synthetic"), int(resolution), n_real=int(tc.get("n_real", DEFAULT_N_REAL)),
-                          cache_dir=cache_dir if cache_dir and Path(cache_dir).is_dir() else None,
-                          synthetic_size=int(tc.get("synthetic_size", 15000)), seed=int(tc.get("data_seed", 0)),
-                          data_root=tc.get("data_root"), crop=tc.get("crop", "center"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -555,9 +549,7 @@ def assemble(args, source, samples, real, extractor, metrics, runtime, extra=Non
 
 def per_class_entry(args, export, extractor, device) -> dict:
     """ACGAN (seed 003): FID of each class's samples against that class's held-out images, and the accuracy of
-    an independent attribute classifier on generated images (train_acgan.evaluate_acgan)."""
-    from train_acgan import evaluate_acgan
-
+    an independent attribute classifier on generated images (utils.class_eval.evaluate_acgan)."""
     classes = export.model.num_classes
     n = args.class_samples if args.class_samples is not None else max(args.num_samples // classes, 2)
     if n == 0:
@@ -570,10 +562,6 @@ def per_class_entry(args, export, extractor, device) -> dict:
 # Translation (CycleGAN, seed 001)
 # ---------------------------------------------------------------------------------------------
 
-TRANSLATION_FAMILIES = ("cyclegan",)
-DIRECTIONS = {"xy": (0, 1), "yx": (1, 0)}  # direction -> (source domain, target domain)
-
-
 def run_translate(args, acc, export, extractor, out_dir: Path, save_n: int, t_start: float,
                   pr_net=None, dino_net=None) -> dict | None:
     """Translate each domain's held-out images into the other and score them against that domain's held-out images.
@@ -582,7 +570,6 @@ def run_translate(args, acc, export, extractor, out_dir: Path, save_n: int, t_st
     baseline a translator must beat).  Top-level metrics are the mean over the two directions.  The held-out splits
     are re-derived from the export's train_config exactly as train_cyclegan.py made them (never trained on).
     """
-    from train_cyclegan import load_domains
     from utils.data import DataError, to_float, to_uint8
     from utils.images import save_png
 
@@ -595,7 +582,7 @@ def run_translate(args, acc, export, extractor, out_dir: Path, save_n: int, t_st
     want = [m for m in ("fid", "kid", "pr", "dc") if m in args.metrics]
     directions, runtime = {}, {"device": str(device), "num_processes": acc.num_processes}
     seconds = {"translate": 0.0}
-    for name, (a, b) in DIRECTIONS.items():
+    for name, (a, b) in DIRECTION_DOMAINS.items():
         src, tgt = domains[a].heldout, domains[b].heldout
         if args.n_real is not None:
             tgt = tgt[:args.n_real]
@@ -653,17 +640,17 @@ def run_translate(args, acc, export, extractor, out_dir: Path, save_n: int, t_st
     metrics = {}
     for m in ("fid", "kid", "precision", "recall", "density", "coverage", "fd_dinov2"):
         if m in directions["xy"]["metrics"]:
-            vals = [directions[d]["metrics"][m]["value"] for d in DIRECTIONS]
+            vals = [directions[d]["metrics"][m]["value"] for d in DIRECTION_DOMAINS]
             feats = {f: directions["xy"]["metrics"][m].get(f) for f in ("features", "features_name", "features_sha256")}
-            entries = [directions[d]["metrics"][m] for d in DIRECTIONS]
+            entries = [directions[d]["metrics"][m] for d in DIRECTION_DOMAINS]
             if all("num_samples" in e for e in entries):   # the smaller direction's counts (and whether biased)
                 feats.update(num_samples=min(e["num_samples"] for e in entries),
                              num_real=min(e["num_real"] for e in entries))
                 if all("feature_dim" in e for e in entries):
                     feats.update(feature_dim=entries[0]["feature_dim"], biased=any(e["biased"] for e in entries))
             metrics[m] = ({"value": float(np.mean(vals)), "aggregate": "mean of xy and yx (see translate)",
-                           "per_direction": dict(zip(DIRECTIONS, vals)), **feats} if None not in vals
-                          else not_computed(f"not computed for every direction: {dict(zip(DIRECTIONS, vals))}"))
+                           "per_direction": dict(zip(DIRECTION_DOMAINS, vals)), **feats} if None not in vals
+                          else not_computed(f"not computed for every direction: {dict(zip(DIRECTION_DOMAINS, vals))}"))
     metrics["inception_score"] = not_computed("translation model: scored by FID per direction, not IS")
     metrics["lpips_diversity"] = not_computed("translation is deterministic (one output per input): no diversity")
     if "params" in args.metrics:

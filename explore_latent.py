@@ -254,7 +254,7 @@ def run_interp(export, space: LatentSpace, args, out: Path) -> dict:
 
 def training_data(export):
     """The export's train/held-out split, rebuilt from its stored data flags (utils.data.load_face_data)."""
-    from evaluate import heldout_from_train_config
+    from utils.data import heldout_from_train_config
     return heldout_from_train_config(export.train_config, export.model.resolution)
 
 

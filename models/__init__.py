@@ -22,6 +22,8 @@ FAMILIES = {
     "cyclegan": "models.cyclegan",
     "acgan": "models.acgan",
 }
+# families whose model translates images between two domains instead of sampling them (evaluate.py --mode translate)
+TRANSLATION_FAMILIES = ("cyclegan",)
 
 
 def known_families() -> list[str]:

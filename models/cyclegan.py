@@ -25,6 +25,8 @@ from models.patchgan import PatchDiscriminator
 
 DISCRIMINATORS = ("patch", "dc")
 DIRECTIONS = ("xy", "yx")
+# direction -> (source domain, target domain), as indices into the (X, Y) pair of utils.attributes.load_domains
+DIRECTION_DOMAINS = {"xy": (0, 1), "yx": (1, 0)}
 
 
 @dataclass

@@ -19,6 +19,7 @@ import train_acgan as T
 from models.acgan import ACGANConfig, ACGANDiscriminator, ACGANGenerator
 from models.losses import gradient_penalty
 from utils.attributes import load_labelled_data
+from utils.class_eval import evaluate_acgan
 from utils.data import DataError
 from utils.export import load_export
 
@@ -123,15 +124,15 @@ def test_evaluate_acgan_per_class_fid_and_accuracy(labelled_folder, cache):
     lab = load_labelled_data(tc)
     good = SimpleNamespace(family="acgan", train_config=tc, model=ClassPicker(lab.data.train, lab.train_labels))
     bad = SimpleNamespace(family="acgan", train_config=tc, model=ClassPicker(lab.data.train, lab.train_labels, True))
-    r_good = T.evaluate_acgan(good, num_per_class=8, extractor="tiny")
-    r_bad = T.evaluate_acgan(bad, num_per_class=8, extractor="tiny")
+    r_good = evaluate_acgan(good, num_per_class=8, extractor="tiny")
+    r_bad = evaluate_acgan(bad, num_per_class=8, extractor="tiny")
     assert r_good["classifier"]["heldout_real_accuracy"] == 1.0
     assert r_good["classifier"]["generated_accuracy"] == 1.0 and r_bad["classifier"]["generated_accuracy"] == 0.0
     for name in ("not_Smiling", "Smiling"):
         assert r_good["per_class"][name]["fid"] < r_bad["per_class"][name]["fid"]
         assert r_good["per_class"][name]["n_real"] == int((lab.heldout_labels == (name == "Smiling")).sum())
     with pytest.raises(ValueError, match="'acgan' export"):
-        T.evaluate_acgan(SimpleNamespace(family="gan"), num_per_class=2, extractor="tiny")
+        evaluate_acgan(SimpleNamespace(family="gan"), num_per_class=2, extractor="tiny")
 
 
 def test_flag_errors():

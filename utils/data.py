@@ -429,6 +429,15 @@ def face_data_from_args(args, write_manifest: bool = True) -> FaceData:
                           crop=args.crop, write_manifest=write_manifest)
 
 
+def heldout_from_train_config(tc: dict, resolution: int):
+    """Rebuild the training data's held-out split from the flags stored in the export (the names of add_data_args)."""
+    cache_dir = tc.get("cache_dir")
+    return load_face_data(tc.get("data", "synthetic"), int(resolution), n_real=int(tc.get("n_real", 5000)),
+                          cache_dir=cache_dir if cache_dir and Path(cache_dir).is_dir() else None,
+                          synthetic_size=int(tc.get("synthetic_size", 15000)), seed=int(tc.get("data_seed", 0)),
+                          data_root=tc.get("data_root"), crop=tc.get("crop", "center"))
+
+
 def to_float(x_uint8: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] → float [-1, 1]."""
     return x_uint8.float().div_(127.5).sub_(1.0)
