@@ -24,7 +24,6 @@ from models.acgan import EMBEDS, ACGANConfig, ACGANDiscriminator, ACGANGenerator
 from models.gan import D_NORMS, G_NORMS
 from models.layers import UPSAMPLE_MODES
 from models.losses import LOSSES, clip_weights_, critic_metric, gradient_penalty
-from train_gan import LOSS_DEFAULTS, OPTIMIZERS, make_optimizer
 from utils.attributes import load_labelled_data
 from utils.augment import PRESETS, build_augment
 from utils.checkpoint import Checkpointer, step_if_finite
@@ -36,6 +35,7 @@ from utils.export import atomic_write_json, save_export
 from utils.fid_hook import TrainingFID
 from utils.images import save_grid
 from utils.loop import Loop
+from utils.optim import LOSS_DEFAULTS, OPTIMIZERS, make_optimizer
 from utils.run import (add_common_args, config_of, data_on_device, fid_weights_of, nonneg_float, positive_float,
                        positive_int, setup_run)
 from utils.tracking import RunningMeans, StatsLog, plot_curves

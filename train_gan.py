@@ -21,39 +21,27 @@ from dataclasses import asdict
 
 import torch
 
-from models.gan import ARCHS, D_NORMS, G_NORMS, GANConfig, build_critic, build_generator
+from models.gan import ARCHS, D_NORMS, G_NORMS
 from models.layers import UPSAMPLE_MODES
 from models.stylegan import STYLE_MODES, STYLE_UPSAMPLE
-from models.losses import LOSSES, clip_weights_, critic_metric, gradient_penalty
+from models.losses import LOSSES
 from utils.augment import PRESETS, build_augment
-from utils.checkpoint import Checkpointer, step_if_finite
+from utils.checkpoint import Checkpointer
 from utils.data import Batches, face_data_from_args
 from utils.diffaug import DiffAugment, DiffAugmentError
 from utils import fastpath
 from utils.ema import EMA
 from utils.export import save_export
 from utils.fid_hook import TrainingFID
+from utils.gan_training import build_nets, critic_iters, critic_update, generator_update, model_config
 from utils.images import save_grid
 from utils.loop import Loop
+from utils.optim import LOSS_DEFAULTS, OPTIMIZERS, make_optimizer
 from utils.run import (Every, add_common_args, config_of, data_on_device, nonneg_float, positive_float, positive_int,
                        setup_run, unit_float)
 from utils.tracking import RunningMeans, StatsLog, plot_curves
 
-# Optimiser settings of each loss's reference setup, used for flags left unset (the resolved values are
-# printed and stored in config.json and in every export).
-LOSS_DEFAULTS = {
-    "bce": dict(optimizer="adam", lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999, n_critic=1),    # DCGAN, plan 2.1
-    "lsgan": dict(optimizer="adam", lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999, n_critic=1),  # Mao et al. 2017
-    "hinge": dict(optimizer="adam", lr_g=1e-4, lr_d=4e-4, beta1=0.0, beta2=0.9, n_critic=1),    # SAGAN (TTUR)
-    "wgan-gp": dict(optimizer="adam", lr_g=1e-4, lr_d=1e-4, beta1=0.0, beta2=0.9, n_critic=2),  # plan 2.2
-    "wgan-clip": dict(optimizer="rmsprop", lr_g=5e-5, lr_d=5e-5, beta1=0.5, beta2=0.999, n_critic=5,
-                      clip=0.01),                                                               # Arjovsky et al.
-}
-OPTIMIZERS = ("adam", "rmsprop", "sgd", "nesterov")
 LR_SCHEDULES = ("none", "step", "exp", "cosine")
-# Seed 004 (after Arjovsky's WGAN code): 20 critic iterations for the first 50 generator steps and on every
-# 500th, otherwise --n-critic.
-WGAN_WARMUP_STEPS, WGAN_BURST_PERIOD, WGAN_BURST_ITERS = 50, 500, 20
 
 
 # ------------------------------------------------------------------------------------------------ flags
@@ -156,30 +144,7 @@ def run_tag(args) -> str:
     return "-".join(parts)
 
 
-def model_config(args) -> GANConfig:
-    """The exported architecture; attention only at sizes that exist as feature maps (4 … R/2)."""
-    wanted = [16, 32] if args.resolution >= 128 else [16]
-    attn = [r for r in wanted if r <= args.resolution // 2] if args.attn else []
-    return GANConfig(arch=args.arch, resolution=args.resolution, latent_dim=args.latent_dim, ngf=args.ngf,
-                     ndf=args.ndf, g_norm=args.g_norm, d_norm=args.d_norm, upsample=args.upsample, attn_res=attn,
-                     spectral_norm=args.sn, style_mode=args.style_mode, mapping_layers=args.mapping_layers,
-                     noise=args.noise_inputs).validate()
-
-
-def build_nets(args, cfg: GANConfig):
-    """(G, D) with the same initial weights on every process and for any process count: built under --seed."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(args.seed)
-        return build_generator(cfg), build_critic(cfg)
-
-
 # ------------------------------------------------------------------------------------------------ schedules
-
-def critic_iters(args, step: int) -> int:
-    if args.n_critic_schedule == "wgan" and (step < WGAN_WARMUP_STEPS or (step + 1) % WGAN_BURST_PERIOD == 0):
-        return WGAN_BURST_ITERS
-    return args.n_critic
-
 
 def lr_at(base: float, step: int, args, period: int, total: int) -> float:
     """Learning rate at a generator step: a pure function of the step, so resuming needs no scheduler state."""
@@ -190,49 +155,6 @@ def lr_at(base: float, step: int, args, period: int, total: int) -> float:
         return floor + (base - floor) * 0.5 * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))
     exponent = step // period if args.lr_schedule == "step" else step / period
     return max(base * args.lr_gamma ** exponent, floor)
-
-
-def make_optimizer(args, params, lr: float) -> torch.optim.Optimizer:
-    """The --optimizer, with the kernels of --optimizer-impl (fused/foreach: same update, float rounding only)."""
-    impl = getattr(args, "optimizer_impl", "auto")
-    if args.optimizer == "adam":
-        return fastpath.make_optimizer(torch.optim.Adam, params, impl, lr=lr, betas=(args.beta1, args.beta2))
-    if args.optimizer == "rmsprop":
-        return fastpath.make_optimizer(torch.optim.RMSprop, params, impl, lr=lr)
-    return fastpath.make_optimizer(torch.optim.SGD, params, impl, lr=lr, momentum=args.momentum,
-                                   nesterov=args.optimizer == "nesterov")
-
-
-# ------------------------------------------------------------------------------------------------ the step
-
-def critic_update(acc, G, D, opt_d, real, loss, args, diffaug) -> dict:
-    z = torch.randn(real.shape[0], args.latent_dim, device=real.device)
-    with torch.no_grad():
-        fake = G(z)
-    real, fake = diffaug(real), diffaug(fake)
-    s_real, s_fake = D(real), D(fake)   # separate passes: a BatchNorm critic must not mix real and fake statistics
-    d_loss = loss.d_loss(s_real, s_fake, args.label_smoothing)
-    out = {"d_loss": d_loss.detach()}
-    if args.loss == "wgan-gp":
-        gp, grad_norm = gradient_penalty(lambda x: D(x, fp32=True), real, fake, args.gp_lambda)
-        d_loss = d_loss + gp
-        out.update(gp=gp.detach(), grad_norm=grad_norm)
-    opt_d.zero_grad(set_to_none=True)
-    acc.backward(d_loss)
-    out["ok"] = step_if_finite(acc, opt_d, D)
-    if args.loss == "wgan-clip":
-        clip_weights_(D, args.clip)
-    name, value = critic_metric(loss, s_real, s_fake)
-    out[name] = value
-    return out
-
-
-def generator_update(acc, G, D, opt_g, n: int, loss, args, diffaug) -> dict:
-    z = torch.randn(n, args.latent_dim, device=acc.device)
-    g_loss = loss.g_loss(D(diffaug(G(z))))
-    opt_g.zero_grad(set_to_none=True)
-    acc.backward(g_loss)
-    return {"g_loss": g_loss.detach(), "ok": step_if_finite(acc, opt_g, G)}
 
 
 # ------------------------------------------------------------------------------------------------ outputs

@@ -3,11 +3,12 @@
     OMP_NUM_THREADS=1 python bench/gan_learning_check.py       # 32 px synthetic faces, ~7 min on one CPU core
     python bench/gan_learning_check.py --steps 2000 --out /tmp/gan-check
 
-Trains with train_gan.py itself (in-process: the CLI's code path, plan-2.1 DCGAN losses and optimiser, narrower
-nets) and scores the EMA generator with FID and KID in the feature space of the 'tiny' extractor (a fixed,
+Trains with train_gan.py itself (through its command line, a subprocess: plan-2.1 DCGAN losses and optimiser,
+narrower nets) and scores the EMA generator with FID and KID in the feature space of the 'tiny' extractor (a fixed,
 seeded random conv net, utils/feature_nets.py) against the held-out synthetic split:
 
-  * step 0: the initial weights, rebuilt exactly as the trainer builds them (train_gan.build_nets);
+  * step 0: the initial weights, rebuilt from the run's config.json exactly as the trainer builds them
+    (utils.gan_training.build_nets);
   * every exported snapshot (--export-every) and the final export.
 
 A real-vs-real row (training images vs the held-out images) gives the floor the score can approach.  Tiny-extractor
@@ -17,17 +18,20 @@ numbers are comparable only with each other, never with Inception FIDs.  Prints 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
-import train_gan  # noqa: E402
 from utils.data import face_data_from_args  # noqa: E402
 from utils.export import atomic_write_json, load_export  # noqa: E402
+from utils.gan_training import build_nets, model_config  # noqa: E402
 from utils.metrics import FIDEvaluator, generate_and_extract  # noqa: E402
 
 
@@ -66,7 +70,12 @@ def main(argv=None):
     a = parse_args(argv)
     torch.manual_seed(a.seed)
     argv_train = trainer_argv(a)
-    args = train_gan.parse_args(argv_train)
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, str(ROOT / "train_gan.py"), *argv_train], cwd=ROOT, check=True)
+    train_seconds = time.perf_counter() - t0
+    run_dir = Path(a.out) / f"dcgan-{a.resolution}px-check"
+    # The trainer's resolved flags (per-loss defaults filled in), as it wrote them beside the run.
+    args = argparse.Namespace(**json.loads((run_dir / "config.json").read_text()))
     data = face_data_from_args(args)
     ev = FIDEvaluator.from_face_data(data, "tiny", device="cpu")
     rows = []
@@ -74,14 +83,9 @@ def main(argv=None):
     floor = ev.metrics(ev.features(data.train[:a.samples]), want=("fid", "kid"))
     rows.append({"what": "real train vs held-out", "step": None, "fid": floor["fid"]["value"],
                  "kid": floor["kid"]["value"]})
-    g0, _ = train_gan.build_nets(args, train_gan.model_config(args))
+    g0, _ = build_nets(args, model_config(args))
     rows.append({"what": "generator at step 0", "step": 0, **score(ev, g0.eval(), a.samples)})
     print(f"step 0: FID {rows[-1]['fid']:.2f}, KID {rows[-1]['kid']:.4f}", flush=True)
-
-    t0 = time.perf_counter()
-    train_gan.main(argv_train)
-    train_seconds = time.perf_counter() - t0
-    run_dir = Path(a.out) / f"dcgan-{a.resolution}px-check"
     for path in sorted((run_dir / "exports").glob("step*.safetensors")) + [run_dir / "export.safetensors"]:
         ex = load_export(path, family="gan")
         if any(r["step"] == ex.step for r in rows):

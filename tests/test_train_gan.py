@@ -12,6 +12,7 @@ import torch
 
 import train_gan
 from utils.export import load_export
+from utils.gan_training import critic_iters, model_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,14 +106,14 @@ def test_defaults_follow_the_loss():
     assert train_gan.parse_args(["--loss", "wgan-gp", "--sn"]).d_norm == "none"
     a = train_gan.parse_args(["--loss", "wgan-clip", "--lr-d", "1e-4"])
     assert (a.optimizer, a.lr_g, a.lr_d, a.clip, a.n_critic) == ("rmsprop", 5e-5, 1e-4, 0.01, 5)
-    cfg = train_gan.model_config(train_gan.parse_args(["--attn", "--resolution", "128"]))
+    cfg = model_config(train_gan.parse_args(["--attn", "--resolution", "128"]))
     assert cfg.attn_res == [16, 32]
-    assert train_gan.model_config(train_gan.parse_args(["--attn", "--resolution", "16"])).attn_res == []
+    assert model_config(train_gan.parse_args(["--attn", "--resolution", "16"])).attn_res == []
 
 
 def test_schedules():
     a = train_gan.parse_args(["--loss", "wgan-clip", "--n-critic-schedule", "wgan"])
-    iters = {s: train_gan.critic_iters(a, s) for s in (0, 49, 50, 498, 499, 500, 998, 999)}
+    iters = {s: critic_iters(a, s) for s in (0, 49, 50, 498, 499, 500, 998, 999)}
     assert iters == {0: 20, 49: 20, 50: 5, 498: 5, 499: 20, 500: 5, 998: 5, 999: 20}
     a = train_gan.parse_args(["--lr-schedule", "step", "--lr-gamma", "0.5", "--lr-min", "3e-5"])
     lr = [train_gan.lr_at(2e-4, s, a, period=10, total=100) for s in (0, 9, 10, 25, 100)]
@@ -157,7 +158,7 @@ def test_row_scripts_parse_with_the_plan_settings():
         args = train_gan.parse_args(script_argv(scripts[stem]))
         assert {k: getattr(args, k) for k in expected} == expected, stem
         assert f"python evaluate.py --ckpt \"${{OUT:-runs}}/{args.name}/export.safetensors\"" in text
-    cfg = train_gan.model_config(train_gan.parse_args(script_argv(scripts["gan_2.4_128px"])))
+    cfg = model_config(train_gan.parse_args(script_argv(scripts["gan_2.4_128px"])))
     assert cfg.attn_res == [16, 32]
 
 
