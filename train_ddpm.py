@@ -21,10 +21,11 @@ import argparse
 import torch
 
 from models.ddpm import (BETA_SCHEDULES, PREDICTION_TYPES, TIMESTEP_SPACINGS, DiffusionConfig, DiffusionConfigError,
-                         DiffusionModel, diffusion_loss, export_diffusers, train_scheduler)
+                         DiffusionModel, export_diffusers, train_scheduler)
 from utils.augment import PRESETS, build_augment
-from utils.checkpoint import Checkpointer, step_if_finite
+from utils.checkpoint import Checkpointer
 from utils.data import Batches, face_data_from_args
+from utils.ddpm_training import QuartileLoss, ddpm_update, lr_at, model_config, quartile_keys
 from utils import fastpath
 from utils.ema import EMA
 from utils.export import atomic_write_json, save_export
@@ -34,8 +35,6 @@ from utils.loop import Loop
 from utils.run import (add_common_args, config_of, data_on_device, nonneg_float, positive_float, positive_int,
                        setup_run, unit_float)
 from utils.tracking import StatsLog, plot_curves
-
-QUARTILES = 4  # loss is also logged per quarter of [0, T): where in the trajectory the model is still wrong
 
 
 # ------------------------------------------------------------------------------------------------ flags
@@ -106,65 +105,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def model_config(args) -> DiffusionConfig:
-    return DiffusionConfig(resolution=args.resolution, base_channels=args.base_channels, channel_mult=args.channel_mult,
-                           layers_per_block=args.layers_per_block, attn_res=args.attn_res,
-                           attn_head_dim=args.attn_head_dim, dropout=args.dropout, beta_schedule=args.beta_schedule,
-                           prediction_type=args.prediction_type, num_train_timesteps=args.num_train_timesteps,
-                           clip_sample=args.clip_sample, timestep_spacing=args.timestep_spacing,
-                           set_alpha_to_one=args.set_alpha_to_one, sample_steps=args.sample_steps, eta=args.eta)
-
-
 def run_tag(args) -> str:
     pred = {"epsilon": "eps", "v_prediction": "v"}[args.prediction_type]
     return f"{args.beta_schedule}-{pred}-c{args.base_channels}"
-
-
-def lr_at(step: int, args) -> float:
-    """Linear warm-up then constant (Ho et al.); a pure function of the step, so resume needs no scheduler state."""
-    if args.warmup_steps == 0:
-        return args.lr
-    return args.lr * min(1.0, (step + 1) / args.warmup_steps)
-
-
-# ------------------------------------------------------------------------------------------------ logging
-
-class QuartileLoss:
-    """Sum and count of the per-sample loss in each quarter of [0, T), kept on the device (no host sync per step)."""
-
-    def __init__(self, num_train_timesteps: int, device):
-        self.T = num_train_timesteps
-        self.sums = torch.zeros(QUARTILES, device=device, dtype=torch.float64)
-        self.counts = torch.zeros(QUARTILES, device=device, dtype=torch.float64)
-
-    def add(self, per_sample: torch.Tensor, t: torch.Tensor) -> None:
-        q = (t * QUARTILES) // self.T
-        self.sums.index_add_(0, q, per_sample.detach().double())
-        self.counts.index_add_(0, q, torch.ones_like(per_sample, dtype=torch.float64))
-
-    def read_and_reset(self, acc) -> dict:
-        """Means since the last read over all processes (one all-reduce, one host copy); NaN for an empty quartile."""
-        both = acc.reduce(torch.stack([self.sums, self.counts]), reduction="sum").cpu()
-        self.sums.zero_()
-        self.counts.zero_()
-        sums, counts = both[0], both[1]
-        out = {"loss": float(sums.sum() / counts.sum().clamp(min=1))}
-        for i in range(QUARTILES):
-            lo, hi = i * self.T // QUARTILES, (i + 1) * self.T // QUARTILES
-            out[f"loss_t{lo}-{hi}"] = float(sums[i] / counts[i]) if counts[i] > 0 else float("nan")
-        return out
-
-    def state(self) -> dict:
-        return {"sums": self.sums.tolist(), "counts": self.counts.tolist()}
-
-    def load(self, state: dict) -> None:
-        if state:
-            self.sums.copy_(torch.tensor(state["sums"], dtype=torch.float64))
-            self.counts.copy_(torch.tensor(state["counts"], dtype=torch.float64))
-
-
-def quartile_keys(T: int) -> list[str]:
-    return ["loss"] + [f"loss_t{i * T // QUARTILES}-{(i + 1) * T // QUARTILES}" for i in range(QUARTILES)]
 
 
 # ------------------------------------------------------------------------------------------------ outputs
@@ -235,13 +178,10 @@ def main(argv=None) -> None:
     for x in loop:
         for group in opt.param_groups:
             group["lr"] = lr_at(loop.step, args)
-        per_sample, t = diffusion_loss(model, scheduler, augment(x))
-        loss = per_sample.mean()
-        opt.zero_grad(set_to_none=True)
-        acc.backward(loss)
-        if args.grad_clip > 0:
-            grad_norm = acc.clip_grad_norm_(model.parameters(), args.grad_clip)
-        if not loop.tick(step_if_finite(acc, opt, model, grad_norm if args.grad_clip > 0 else None)):
+        per_sample, t, norm, ok = ddpm_update(acc, model, scheduler, opt, augment(x), args)
+        if norm is not None:
+            grad_norm = norm
+        if not loop.tick(ok):
             continue
         ema.update(acc.unwrap_model(model))
         quartiles.add(per_sample, t)

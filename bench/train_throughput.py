@@ -1,11 +1,12 @@
-"""Training throughput: our loop vs a textbook loop of the same model, loss and batch, in one run (issue 7).
+"""Training throughput: our loop vs a textbook loop of the same model, loss and batch, in one run.
 
     python bench/train_throughput.py --family ddpm --preset 4.1                 # GPU: 64², batch 64, bf16 + compile
     python bench/train_throughput.py --family gan --preset 2.1 --device cpu     # CPU: 32², batch 16, widths / 4
     python bench/train_throughput.py --family gan --preset 2.1 --device cpu --size full --batch-size 16  # full widths
 
 Both loops train the SAME networks (built by the trainers' own builders from the preset's flags, same seed) with
-the SAME loss functions (imported from the trainers / models, not re-implemented).  They differ only in how
+the SAME loss functions (imported from utils/<family>_training.py and models/, as the trainers do; not
+re-implemented).  They differ only in how
 the step is driven:
 
 * textbook: a torch DataLoader over a folder of JPEGs (written from the uint8 cache before timing) decoded with
@@ -15,9 +16,9 @@ the step is driven:
 * ours: the uint8 set held on the device and sliced per step (utils.data.Batches), batched on-device
   augmentation (utils.augment), Accelerate autocast (bf16 where the hardware computes it: GPUs, AMX CPUs),
   channels_last, fused/foreach optimizers and torch.compile (utils.fastpath), no host sync in the step except
-  the one the trainers need to skip non-finite steps.  GAN: the trainer's own ``critic_update``/
-  ``generator_update``.  VAE and DDPM: their step is inline in ``main()``; the bench runs the same statements
-  built from the trainers' functions (``vae_update``; ``diffusion_loss``/``lr_at``).
+  the one the trainers need to skip non-finite steps.  The step is the trainers' own: ``critic_update``/
+  ``generator_update`` (utils/gan_training.py), ``vae_update`` (utils/vae_training.py), ``ddpm_update``/``lr_at``
+  (utils/ddpm_training.py), with the statements of the trainer's loop body around it.
 
 A "step" is one generator/VAE/UNet update (GAN: after --n-critic critic updates, each on its own batch), so
 images/s = steps × batch / s is what the trainers log.  FLOPs per step are counted once with
@@ -50,7 +51,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 from utils import fastpath  # noqa: E402
-from utils.checkpoint import step_if_finite  # noqa: E402
 from utils.export import atomic_write_json  # noqa: E402
 
 # ------------------------------------------------------------------------------------------------ presets
@@ -222,6 +222,8 @@ def trainer_args(args):
 
 
 def trainer_module(family: str):
+    """The trainer, for its flag parser only: a preset resolves exactly as the row script does (per-loss defaults,
+    flag checks).  Everything the bench builds and runs comes from the library modules the trainer imports."""
     import importlib
     return importlib.import_module({"gan": "train_gan", "vae": "train_vae", "ddpm": "train_ddpm"}[family])
 
@@ -230,27 +232,29 @@ def trainer_module(family: str):
 
 def build_models(family: str, targs, device: torch.device) -> dict:
     """The trainers' networks for these flags (same seed → same initial weights on every call)."""
-    T = trainer_module(family)
     if family == "gan":
-        G, D = T.build_nets(targs, T.model_config(targs))
+        from utils.gan_training import build_nets, model_config
+        G, D = build_nets(targs, model_config(targs))
         return {"G": G.to(device), "D": D.to(device)}
     if family == "vae":
         from models.perceptual import PerceptualLoss
         from models.vae import VAE, VAEConfig
+        from utils.vae_training import build_discriminator
         cfg = VAEConfig(resolution=targs.resolution, latent_dim=targs.latent_dim, base_channels=targs.base_channels,
                         max_channels=targs.max_channels, norm=targs.norm)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(targs.seed)
             out = {"vae": VAE(cfg).to(device)}
             if targs.lambda_adv > 0:
-                out["disc"] = T.build_discriminator(targs).to(device)
+                out["disc"] = build_discriminator(targs).to(device)
             if targs.lambda_perc > 0:
                 out["perceptual"] = PerceptualLoss(targs.vgg_weights, targs.vgg_init, targs.perc_norm).to(device)
         return out
     from models.ddpm import DiffusionModel, train_scheduler
+    from utils.ddpm_training import model_config
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(targs.seed)
-        model = DiffusionModel(T.model_config(targs)).to(device)
+        model = DiffusionModel(model_config(targs)).to(device)
     return {"model": model, "scheduler": train_scheduler(model.config)}
 
 
@@ -266,7 +270,6 @@ def our_step(family: str, targs, models: dict, data, device: torch.device) -> Ca
     from utils.data import Batches
     from utils.ema import EMA
 
-    T = trainer_module(family)
     acc = Accelerator(mixed_precision=targs.mixed_precision, cpu=device.type == "cpu")
     cl = targs.channels_last
     batches = Batches(data.train, targs.batch_size, seed=targs.seed, device=device, on_device=True)
@@ -278,10 +281,12 @@ def our_step(family: str, targs, models: dict, data, device: torch.device) -> Ca
     if family == "gan":
         from models.losses import LOSSES
         from utils.diffaug import DiffAugment
+        from utils.gan_training import critic_iters, critic_update, generator_update
+        from utils.optim import make_optimizer
         G, D = models["G"], models["D"]
         ema = EMA(G, targs.ema_decay).to(device)
-        opt_g = T.make_optimizer(targs, G.parameters(), targs.lr_g)
-        opt_d = T.make_optimizer(targs, D.parameters(), targs.lr_d)
+        opt_g = make_optimizer(targs, G.parameters(), targs.lr_g)
+        opt_d = make_optimizer(targs, D.parameters(), targs.lr_d)
         if cl:
             fastpath.channels_last_(G), fastpath.channels_last_(D)
         fastpath.compile_(G, targs.compile)
@@ -291,9 +296,9 @@ def our_step(family: str, targs, models: dict, data, device: torch.device) -> Ca
 
         def step():
             x = next_batch()
-            for i in range(T.critic_iters(targs, state["step"])):
-                d = T.critic_update(acc, G, D, opt_d, augment(x if i == 0 else next_batch()), loss, targs, diffaug)
-            g = T.generator_update(acc, G, D, opt_g, x.shape[0], loss, targs, diffaug)
+            for i in range(critic_iters(targs, state["step"])):
+                d = critic_update(acc, G, D, opt_d, augment(x if i == 0 else next_batch()), loss, targs, diffaug)
+            g = generator_update(acc, G, D, opt_g, x.shape[0], loss, targs, diffaug)
             if d["ok"] and g["ok"]:  # loop.tick's bool
                 ema.update(acc.unwrap_model(G))
             state["step"] += 1
@@ -302,10 +307,12 @@ def our_step(family: str, targs, models: dict, data, device: torch.device) -> Ca
 
     if family == "vae":
         from models.losses import LOSSES
+        from utils.tracking import RunningMeans
+        from utils.vae_training import vae_update
         vae, disc, perceptual = models["vae"], models.get("disc"), models.get("perceptual")
         ema = EMA(vae, targs.ema_decay).to(device)
-        opt = optimizer_of(T, "vae", targs, vae)
-        opt_d = optimizer_of(T, "disc", targs, disc) if disc is not None else None
+        opt = optimizer_of("vae", targs, vae)
+        opt_d = optimizer_of("disc", targs, disc) if disc is not None else None
         for m in (vae, disc, perceptual):
             if m is not None and cl:
                 fastpath.channels_last_(m)
@@ -315,10 +322,10 @@ def our_step(family: str, targs, models: dict, data, device: torch.device) -> Ca
         vae, opt = acc.prepare(vae, opt)
         if disc is not None:
             disc, opt_d = acc.prepare(disc, opt_d)
-        gan, running = LOSSES[targs.disc_loss], T.RunningMeans()
+        gan, running = LOSSES[targs.disc_loss], RunningMeans()
 
         def step():  # the statements of train_vae.main's loop body
-            terms, ok = T.vae_update(acc, vae, opt, disc, opt_d, gan, perceptual, augment(next_batch()), targs)
+            terms, ok = vae_update(acc, vae, opt, disc, opt_d, gan, perceptual, augment(next_batch()), targs)
             if not ok:
                 return terms
             ema.update(acc.unwrap_model(vae))
@@ -326,42 +333,39 @@ def our_step(family: str, targs, models: dict, data, device: torch.device) -> Ca
             return {k: v.detach() for k, v in terms.items()}
         return step
 
-    from models.ddpm import diffusion_loss
+    from utils.ddpm_training import QuartileLoss, ddpm_update, lr_at
     model, scheduler = models["model"], models["scheduler"]
     ema = EMA(model, targs.ema_decay).to(device)
-    opt = optimizer_of(T, "ddpm", targs, model)
+    opt = optimizer_of("ddpm", targs, model)
     if cl:
         fastpath.channels_last_(model)
     fastpath.compile_(model.unet, targs.compile)
     model, opt = acc.prepare(model, opt)
-    quartiles = T.QuartileLoss(acc.unwrap_model(model).config.num_train_timesteps, device)
+    quartiles = QuartileLoss(acc.unwrap_model(model).config.num_train_timesteps, device)
     state = {"step": 0}
 
     def step():  # the statements of train_ddpm.main's loop body
         for group in opt.param_groups:
-            group["lr"] = T.lr_at(state["step"], targs)
-        per_sample, t = diffusion_loss(model, scheduler, augment(next_batch()))
-        loss = per_sample.mean()
-        opt.zero_grad(set_to_none=True)
-        acc.backward(loss)
-        grad_norm = acc.clip_grad_norm_(model.parameters(), targs.grad_clip) if targs.grad_clip > 0 else None
-        if step_if_finite(acc, opt, model, grad_norm):
+            group["lr"] = lr_at(state["step"], targs)
+        per_sample, t, _, ok = ddpm_update(acc, model, scheduler, opt, augment(next_batch()), targs)
+        if ok:
             ema.update(acc.unwrap_model(model))
             quartiles.add(per_sample, t)
         state["step"] += 1
-        return {"loss": loss.detach()}
+        return {"loss": per_sample.detach().mean()}
     return step
 
 
-def optimizer_of(T, which: str, targs, module) -> torch.optim.Optimizer:
+def optimizer_of(which: str, targs, module) -> torch.optim.Optimizer:
     """The optimizer the trainer builds, through utils.fastpath (implementation = targs.optimizer_impl)."""
     impl = targs.optimizer_impl
     if which == "vae":
         return fastpath.make_optimizer(torch.optim.Adam, module.parameters(), impl, lr=targs.lr,
                                        betas=(targs.adam_beta1, targs.adam_beta2))
     if which == "disc":
+        from utils.vae_training import DISC_BETAS
         return fastpath.make_optimizer(torch.optim.Adam, module.parameters(), impl, lr=targs.disc_lr,
-                                       betas=T.DISC_BETAS)
+                                       betas=DISC_BETAS)
     return fastpath.make_optimizer(torch.optim.AdamW, module.parameters(), impl, lr=targs.lr,
                                    betas=(targs.beta1, targs.beta2), weight_decay=targs.weight_decay)
 
@@ -410,7 +414,6 @@ def textbook_loader(files, batch_size: int, workers: int, device: torch.device):
 def textbook_step(family: str, targs, models: dict, files, device: torch.device, precision: str,
                   workers: int) -> Callable[[], None]:
     """The same model and loss, driven the textbook way (see the module docstring)."""
-    T = trainer_module(family)
     it = textbook_loader(files, targs.batch_size, workers, device)
     fp16 = precision == "fp16"
     scaler = torch.amp.GradScaler(device.type, enabled=fp16)
@@ -459,23 +462,24 @@ def textbook_step(family: str, targs, models: dict, files, device: torch.device,
 
     if family == "vae":
         from models.losses import LOSSES
+        from utils.vae_training import DISC_BETAS, disc_terms, last_layer_weight, vae_terms
         vae, disc, perceptual = models["vae"], models.get("disc"), models.get("perceptual")
         gan = LOSSES[targs.disc_loss]
         ema = copy.deepcopy(vae).requires_grad_(False)
         opt = torch.optim.Adam(vae.parameters(), lr=targs.lr, betas=(targs.adam_beta1, targs.adam_beta2))
-        opt_d = torch.optim.Adam(disc.parameters(), lr=targs.disc_lr, betas=T.DISC_BETAS) if disc is not None else None
+        opt_d = torch.optim.Adam(disc.parameters(), lr=targs.disc_lr, betas=DISC_BETAS) if disc is not None else None
 
         def step():
             x = real()
             with autocast():
                 x_hat, mu, logvar = vae(x)
-                terms = T.vae_terms(targs, x_hat, x, mu, logvar, perceptual, disc, gan,
-                                    last_layer=T.last_layer_weight(vae) if disc is not None else None,
-                                    grad_scale=torch.tensor(scaler.get_scale(), device=device) if fp16 else None)
+                terms = vae_terms(targs, x_hat, x, mu, logvar, perceptual, disc, gan,
+                                  last_layer=last_layer_weight(vae) if disc is not None else None,
+                                  grad_scale=torch.tensor(scaler.get_scale(), device=device) if fp16 else None)
             backward_step(terms["loss"], opt)
             if disc is not None:
                 with autocast():
-                    d_loss = T.disc_terms(disc, gan, x, x_hat)["d_loss"]
+                    d_loss = disc_terms(disc, gan, x, x_hat)["d_loss"]
                 backward_step(d_loss, opt_d)
             ema_update(ema, vae)
             _ = terms["loss"].item()
@@ -615,10 +619,9 @@ def versions() -> dict:
 
 
 STEP_SOURCES = {
-    "gan": "train_gan.critic_update / generator_update / critic_iters (the trainer's own step functions)",
-    "vae": "train_vae.vae_update (the trainer's own step function) and RunningMeans",
-    "ddpm": "train_ddpm.main's loop body, rebuilt from models.ddpm.diffusion_loss and train_ddpm.lr_at / "
-            "utils.checkpoint.step_if_finite / QuartileLoss (the step is inline in main)",
+    "gan": "utils.gan_training.critic_update / generator_update / critic_iters (train_gan.py's step functions)",
+    "vae": "utils.vae_training.vae_update (train_vae.py's step function) and RunningMeans",
+    "ddpm": "utils.ddpm_training.ddpm_update / lr_at / QuartileLoss (train_ddpm.py's step, its loop body around it)",
 }
 
 

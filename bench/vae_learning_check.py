@@ -11,14 +11,15 @@ least halved, so the check can gate a change.
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-import train_vae  # noqa: E402
 from utils.data import load_face_data, to_float  # noqa: E402
 from utils.tracking import read_stats  # noqa: E402
 
@@ -54,7 +55,7 @@ def main(argv=None) -> int:
             "--save-every", "0", "--export-every", "0", "--fid-every", "0", "--latent-plot", "pca",
             "--out", str(out), "--name", "vae-learning-check"]
     t0 = time.time()
-    train_vae.main(argv)
+    subprocess.run([sys.executable, str(ROOT / "train_vae.py"), *argv], cwd=ROOT, check=True)  # its command line
     minutes = (time.time() - t0) / 60
     run_dir = out / "vae-learning-check"
     evals = read_stats(run_dir / "stats.jsonl", kind="eval")

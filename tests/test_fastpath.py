@@ -119,7 +119,7 @@ def assert_same_weights(weights: dict, plain: dict, lr: float, label: str) -> No
 def test_bf16_autocast_stays_within_the_stated_bound():
     """--mixed-precision bf16 changes numerics; the help text states ~1e-2 relative on the loss. Check the VAE loss."""
     from models.vae import VAE, VAEConfig
-    import train_vae
+    from utils import vae_training
 
     torch.manual_seed(0)
     vae = VAE(VAEConfig(resolution=16, latent_dim=16, base_channels=8, bottom=4)).eval()
@@ -130,7 +130,7 @@ def test_bf16_autocast_stays_within_the_stated_bound():
         torch.manual_seed(1)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             x_hat, mu, logvar = vae(x)
-            return float(train_vae.vae_terms(args, x_hat, x, mu, logvar, None, None, None)["loss"].detach())
+            return float(vae_training.vae_terms(args, x_hat, x, mu, logvar, None, None, None)["loss"].detach())
 
     fp32, bf16 = loss(False), loss(True)
     assert fp32 != bf16, "autocast had no effect: the check would be vacuous"

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import train_ddpm
+from utils import ddpm_training
 from utils.export import load_export
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,7 +77,7 @@ def check_run(run_dir: Path, *, resolution: int, schedule: str, prediction: str,
     rows = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
     train = [r for r in rows if r["kind"] == "train"]
     assert [r["step"] for r in train] == list(range(1, steps + 1))
-    quartiles = train_ddpm.quartile_keys(1000)
+    quartiles = ddpm_training.quartile_keys(1000)
     assert all(k in r for r in train for k in quartiles + ["grad_norm", "lr", "img_per_s"])
     assert all(0 < r["loss"] < 10 for r in train)
     sidecar = json.loads((run_dir / "samples" / "step0000002.json").read_text())
@@ -104,7 +105,7 @@ def test_bad_flags_exit_2_with_one_line(argv, message, capsys):
 
 def test_defaults_are_the_plans():
     a = train_ddpm.parse_args([])
-    cfg = train_ddpm.model_config(a)
+    cfg = ddpm_training.model_config(a)
     assert (a.lr, a.sample_steps, a.ema_decay, a.batch_size) == (2e-4, 100, 0.9999, 64)
     assert (cfg.base_channels, cfg.num_train_timesteps, cfg.beta_schedule, cfg.prediction_type) == \
         (128, 1000, "linear", "epsilon")
@@ -113,14 +114,14 @@ def test_defaults_are_the_plans():
 
 def test_warmup_and_quartile_bookkeeping():
     a = train_ddpm.parse_args(["--warmup-steps", "4", "--lr", "1e-3"])
-    assert [train_ddpm.lr_at(s, a) for s in (0, 1, 3, 10)] == pytest.approx([2.5e-4, 5e-4, 1e-3, 1e-3])
+    assert [ddpm_training.lr_at(s, a) for s in (0, 1, 3, 10)] == pytest.approx([2.5e-4, 5e-4, 1e-3, 1e-3])
 
     class OneProcess:
         @staticmethod
         def reduce(x, reduction):
             return x
 
-    q = train_ddpm.QuartileLoss(1000, "cpu")
+    q = ddpm_training.QuartileLoss(1000, "cpu")
     q.add(torch.tensor([1.0, 3.0, 5.0, 7.0, 9.0]), torch.tensor([0, 249, 250, 999, 998]))
     out = q.read_and_reset(OneProcess)
     assert out["loss"] == pytest.approx(5.0)

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import train_vae
+from utils import vae_training
 from utils.export import load_export
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -253,11 +254,11 @@ def test_finite_loss_with_non_finite_gradients_skips_the_update(poison):
     x = torch.rand(4, 3, 16, 16) * 2 - 1
     before = {n: [p.detach().clone() for p in m.parameters()] for n, m in (("vae", vae), ("disc", disc))}
 
-    terms, ok = train_vae.vae_update(acc, vae, opt, disc, opt_d, LOSSES["hinge"], None, x, args)
+    terms, ok = vae_training.vae_update(acc, vae, opt, disc, opt_d, LOSSES["hinge"], None, x, args)
     assert not ok and torch.isfinite(terms["loss"]) and torch.isfinite(terms["d_loss"])
     assert all(torch.equal(a, b) for a, b in zip(before[poison], net.parameters()))
     assert not (opt if poison == "vae" else opt_d).state           # Adam never saw the step
 
     hook.remove()
-    terms, ok = train_vae.vae_update(acc, vae, opt, disc, opt_d, LOSSES["hinge"], None, x, args)
+    terms, ok = vae_training.vae_update(acc, vae, opt, disc, opt_d, LOSSES["hinge"], None, x, args)
     assert ok and not all(torch.equal(a, b) for a, b in zip(before[poison], net.parameters()))

@@ -12,6 +12,7 @@ import train_vae
 from models.losses import LOSSES
 from models.patchgan import PatchDiscriminator
 from models.vae import VAE, VAEConfig
+from utils import vae_training
 
 HINGE = LOSSES["hinge"]
 
@@ -33,7 +34,7 @@ def args_for(*extra):
 def test_adaptive_weight_is_the_gradient_norm_ratio_at_the_last_layer():
     vae, disc, x = tiny()
     x_hat, mu, logvar = vae(x)
-    w = train_vae.last_layer_weight(vae)
+    w = vae_training.last_layer_weight(vae)
     assert w is vae.decoder.to_rgb[0].weight and w.shape == (3, 8, 3, 3)
     nll = (x_hat - x).pow(2).mean()
     adv = -disc(x_hat).mean()
@@ -41,12 +42,12 @@ def test_adaptive_weight_is_the_gradient_norm_ratio_at_the_last_layer():
     g_adv = torch.autograd.grad(adv, w, retain_graph=True)[0]
     by_hand = g_nll.norm() / (g_adv.norm() + 1e-4)
 
-    lam = train_vae.adaptive_weight(nll, adv, w)
+    lam = vae_training.adaptive_weight(nll, adv, w)
     assert not lam.requires_grad and lam.shape == ()
     assert float(lam) == pytest.approx(float(by_hand), rel=1e-6)
     # Not symmetric: the adversarial loss is the denominator.
     swapped = g_adv.norm() / (g_nll.norm() + 1e-4)
-    assert float(train_vae.adaptive_weight(adv, nll, w)) == pytest.approx(float(swapped), rel=1e-6)
+    assert float(vae_training.adaptive_weight(adv, nll, w)) == pytest.approx(float(swapped), rel=1e-6)
     assert abs(float(swapped) * float(by_hand) - 1) > 1e-3 or abs(float(by_hand) - 1) > 1e-2
     # The graph is retained for the training backward.
     (nll + lam * adv).backward()
@@ -56,26 +57,26 @@ def test_adaptive_weight_is_the_gradient_norm_ratio_at_the_last_layer():
 def test_adaptive_weight_is_clamped_and_survives_an_overflow():
     vae, disc, x = tiny()
     x_hat = vae(x)[0]
-    w = train_vae.last_layer_weight(vae)
+    w = vae_training.last_layer_weight(vae)
     nll = (x_hat - x).pow(2).mean() * 1e8
     flat = 0.0 * x_hat.sum()                     # zero adversarial gradient: ratio ‖g‖/1e-4 ≫ 1e4
-    assert float(train_vae.adaptive_weight(nll, flat, w)) == train_vae.ADAPTIVE_MAX
+    assert float(vae_training.adaptive_weight(nll, flat, w)) == vae_training.ADAPTIVE_MAX
     nan = (x_hat * float("nan")).sum()           # what an fp16 overflow leaves: weight 0, loss stays finite
-    assert float(train_vae.adaptive_weight(nll, nan, w)) == 0.0
+    assert float(vae_training.adaptive_weight(nll, nan, w)) == 0.0
 
 
 def test_grad_scale_does_not_change_the_weight():
     vae, disc, x = tiny()
     x_hat = vae(x)[0]
-    w = train_vae.last_layer_weight(vae)
+    w = vae_training.last_layer_weight(vae)
     nll, adv = (x_hat - x).pow(2).mean(), -disc(x_hat).mean()
-    plain = train_vae.adaptive_weight(nll, adv, w)
-    scaled = train_vae.adaptive_weight(nll, adv, w, grad_scale=torch.tensor(65536.0))
+    plain = vae_training.adaptive_weight(nll, adv, w)
+    scaled = vae_training.adaptive_weight(nll, adv, w, grad_scale=torch.tensor(65536.0))
     assert float(scaled) == pytest.approx(float(plain), rel=1e-5)
     # The scale is read from Accelerate's GradScaler, None without one.
     scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
-    assert float(train_vae.fp16_grad_scale(types.SimpleNamespace(scaler=scaler, device="cpu"))) == 1024.0
-    assert train_vae.fp16_grad_scale(types.SimpleNamespace(scaler=None, device="cpu")) is None
+    assert float(vae_training.fp16_grad_scale(types.SimpleNamespace(scaler=scaler, device="cpu"))) == 1024.0
+    assert vae_training.fp16_grad_scale(types.SimpleNamespace(scaler=None, device="cpu")) is None
 
 
 @pytest.mark.parametrize("autocast", [False, True])
@@ -83,28 +84,28 @@ def test_vae_terms_weight_the_adversarial_loss(autocast):
     """adaptive: loss = nll + β·KL/D + λ_adv·ramp·λ·L_adv and adv_w = λ_adv·ramp·λ (bf16 autocast too);
     fixed: adv_w = λ_adv·ramp."""
     vae, disc, x = tiny()
-    w = train_vae.last_layer_weight(vae)
+    w = vae_training.last_layer_weight(vae)
     torch.manual_seed(5)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         x_hat, mu, logvar = vae(x)
-        t = train_vae.vae_terms(args_for(), x_hat, x, mu, logvar, None, disc, HINGE, last_layer=w, adv_scale=0.5)
+        t = vae_training.vae_terms(args_for(), x_hat, x, mu, logvar, None, disc, HINGE, last_layer=w, adv_scale=0.5)
     nll, rest = t["rec"], args_for().beta * t["kl"] / x[0].numel()
-    lam = train_vae.adaptive_weight(nll, t["adv"], w)
+    lam = vae_training.adaptive_weight(nll, t["adv"], w)
     assert float(t["adv_w"]) == pytest.approx(0.1 * 0.5 * float(lam), rel=1e-5)
     assert float(t["loss"].detach()) == pytest.approx(float((nll + rest + t["adv_w"] * t["adv"]).detach()), rel=1e-6)
     assert torch.isfinite(t["loss"]) and not t["adv_w"].requires_grad
 
-    fixed = train_vae.vae_terms(args_for("--adv-weight", "fixed"), x_hat, x, mu, logvar, None, disc, HINGE,
+    fixed = vae_training.vae_terms(args_for("--adv-weight", "fixed"), x_hat, x, mu, logvar, None, disc, HINGE,
                                 adv_scale=0.5)
     assert float(fixed["adv_w"]) == pytest.approx(0.05)
     with pytest.raises(ValueError, match="last layer"):
-        train_vae.vae_terms(args_for(), x_hat, x, mu, logvar, None, disc, HINGE)
+        vae_training.vae_terms(args_for(), x_hat, x, mu, logvar, None, disc, HINGE)
 
 
 # ------------------------------------------------------------------------------------------- ramp
 
 def test_ramp_is_linear_from_the_discriminator_start():
-    ramp = train_vae.adv_ramp
+    ramp = vae_training.adv_ramp
     assert [ramp(s, 10, 4) for s in (9, 10, 11, 12, 13, 14, 15, 1000)] == [0.0, 0.0, 0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
     assert [ramp(s, 10, 0) for s in (0, 10, 11)] == [1.0, 1.0, 1.0]      # no ramp: full weight at once
     assert ramp(5, 0, 1) == 1.0 and ramp(0, 0, 1) == 0.0
@@ -130,12 +131,12 @@ def test_disc_sn_builds_a_spectral_norm_discriminator():
     def convs(disc):
         return [m for m in disc.modules() if isinstance(m, torch.nn.Conv2d)]
 
-    plain = train_vae.build_discriminator(args_for("--disc-norm", "none"))
-    sn = train_vae.build_discriminator(args_for("--disc-sn", "--disc-norm", "none"))
+    plain = vae_training.build_discriminator(args_for("--disc-norm", "none"))
+    sn = vae_training.build_discriminator(args_for("--disc-sn", "--disc-norm", "none"))
     assert not any(is_parametrized(m, "weight") for m in convs(plain))
     assert len(convs(sn)) == 4 and all(is_parametrized(m, "weight") for m in convs(sn))
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in sn.modules())
-    assert train_vae.build_discriminator(train_vae.parse_args([])) is None
+    assert vae_training.build_discriminator(train_vae.parse_args([])) is None
 
 
 # ------------------------------------------------------------------------------------------- the collapse
@@ -170,7 +171,7 @@ def test_adaptive_weight_prevents_the_collapse_in_miniature():
         order = torch.Generator().manual_seed(0)
         pre = train_vae.parse_args(base)
         for _ in range(100):
-            train_vae.vae_update(acc, vae, opt, None, None, None, None, faces[torch.randperm(32, generator=order)[:8]],
+            vae_training.vae_update(acc, vae, opt, None, None, None, None, faces[torch.randperm(32, generator=order)[:8]],
                                  pre)
         start = mse(vae)
 
@@ -182,16 +183,16 @@ def test_adaptive_weight_prevents_the_collapse_in_miniature():
             o = torch.optim.Adam(v.parameters(), 1e-3)
             o.load_state_dict(copy.deepcopy(opt.state_dict()))  # load_state_dict alone would share Adam's moments
             d = PatchDiscriminator(3, 16, 2)
-            od = torch.optim.Adam(d.parameters(), 2e-4, betas=train_vae.DISC_BETAS)
+            od = torch.optim.Adam(d.parameters(), 2e-4, betas=vae_training.DISC_BETAS)
             a = train_vae.parse_args([*base, "--lambda-adv", str(lam), "--adv-weight", mode])
             order = torch.Generator().manual_seed(2)
             for _ in range(30):
                 x = faces[torch.randperm(32, generator=order)[:8]]
-                terms, ok = train_vae.vae_update(acc, v, o, d, od, HINGE, None, x, a)
+                terms, ok = vae_training.vae_update(acc, v, o, d, od, HINGE, None, x, a)
                 assert ok
             x_hat, mu, logvar = v(x)
-            w = train_vae.last_layer_weight(v)
-            t = train_vae.vae_terms(a, x_hat, x, mu, logvar, None, d, HINGE, last_layer=w)
+            w = vae_training.last_layer_weight(v)
+            t = vae_training.vae_terms(a, x_hat, x, mu, logvar, None, d, HINGE, last_layer=w)
             g_rec = torch.autograd.grad(t["rec"], w, retain_graph=True)[0].norm()
             g_adv = torch.autograd.grad(t["adv_w"] * t["adv"], w)[0].norm()
             return mse(v) / start, float(g_adv / g_rec)
