@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from utils.argtypes import positive_int
 from utils.compare_tables import (TABLE_ORDER, TABLES, CompareError, Row, csv_text, figures_markdown,
                                   find_metrics_files, group_rows, load_rows, read_notes, replace_marked, table_body)
 
@@ -50,13 +51,6 @@ def figure_list(text: str) -> list[str]:
         raise argparse.ArgumentTypeError(f"unknown figure(s) {', '.join(bad)}; choose from "
                                          f"{','.join(FIGURE_KINDS)}, 'all' or 'none'")
     return names
-
-
-def positive_int(text: str) -> int:
-    v = int(text)
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return v
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -44,6 +44,7 @@ import torch
 
 from models import TRANSLATION_FAMILIES
 from models.cyclegan import DIRECTION_DOMAINS
+from utils.argtypes import nonneg_int, positive_int
 from utils.attributes import load_domains
 from utils.class_eval import evaluate_acgan
 from utils.data import heldout_from_train_config
@@ -70,20 +71,6 @@ def metric_list(text: str) -> list[str]:
         raise argparse.ArgumentTypeError(f"unknown metric(s) {', '.join(bad) or '(none)'}; "
                                          f"choose from {','.join(ALL_METRICS)}")
     return names
-
-
-def positive_int(text: str) -> int:
-    v = int(text)
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return v
-
-
-def nonneg_int(text: str) -> int:
-    v = int(text)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer ≥ 0, got {text}")
-    return v
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from utils.argtypes import int_list, positive_int
+
 MODES = ("sweep", "interp", "neighbours", "all")
 SUPPORTED = ("gan", "vae")
 FEATURES = ("none", "tiny", "inception")
@@ -323,20 +325,6 @@ def run_neighbours(export, args, out: Path) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ CLI
-
-def int_list(text: str) -> list[int]:
-    try:
-        return [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
-def positive_int(text: str) -> int:
-    v = int(text)
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {v}")
-    return v
-
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Latent-space exploration of a GAN or VAE export.",

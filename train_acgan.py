@@ -24,6 +24,7 @@ from models.acgan import EMBEDS, ACGANConfig, ACGANDiscriminator, ACGANGenerator
 from models.gan import D_NORMS, G_NORMS
 from models.layers import UPSAMPLE_MODES
 from models.losses import LOSSES, clip_weights_, critic_metric, gradient_penalty
+from utils.argtypes import nonneg_float, positive_float, positive_int
 from utils.attributes import load_labelled_data
 from utils.augment import PRESETS, build_augment
 from utils.checkpoint import Checkpointer, step_if_finite
@@ -36,8 +37,7 @@ from utils.fid_hook import TrainingFID
 from utils.images import save_grid
 from utils.loop import Loop
 from utils.optim import LOSS_DEFAULTS, OPTIMIZERS, make_optimizer
-from utils.run import (add_common_args, config_of, data_on_device, fid_weights_of, nonneg_float, positive_float,
-                       positive_int, setup_run)
+from utils.run import add_common_args, config_of, data_on_device, fid_weights_of, setup_run
 from utils.tracking import RunningMeans, StatsLog, plot_curves
 
 # ------------------------------------------------------------------------------------------------ flags

@@ -23,6 +23,7 @@ from torch import nn
 
 from models.cyclegan import (DISCRIMINATORS, GAN_LOSSES, CycleGAN, CycleGANConfig, ImagePool, build_discriminator,
                              config_dict, discriminator_loss, generator_losses)
+from utils.argtypes import Every, nonneg_float, positive_float, positive_int
 from utils.attributes import load_domains
 from utils.augment import PRESETS as AUG_PRESETS
 from utils.augment import build_augment
@@ -33,8 +34,7 @@ from utils.ema import EMA
 from utils.export import save_export
 from utils.images import save_grid
 from utils.loop import Loop
-from utils.run import (Every, add_common_args, config_of, data_on_device, nonneg_float, positive_float, positive_int,
-                       run_name, setup_run)
+from utils.run import add_common_args, config_of, data_on_device, run_name, setup_run
 from utils.tracking import StatsLog, plot_curves
 
 # Plotted terms; loss_G (the weighted total, ~10x larger, which would flatten the others) stays in stats.jsonl.

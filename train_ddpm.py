@@ -22,6 +22,7 @@ import torch
 
 from models.ddpm import (BETA_SCHEDULES, PREDICTION_TYPES, TIMESTEP_SPACINGS, DiffusionConfig, DiffusionConfigError,
                          DiffusionModel, export_diffusers, train_scheduler)
+from utils.argtypes import nonneg_float, positive_float, positive_int, positive_int_tuple, unit_float
 from utils.augment import PRESETS, build_augment
 from utils.checkpoint import Checkpointer
 from utils.data import Batches, face_data_from_args
@@ -32,22 +33,11 @@ from utils.export import atomic_write_json, save_export
 from utils.fid_hook import TrainingFID
 from utils.images import save_grid
 from utils.loop import Loop
-from utils.run import (add_common_args, config_of, data_on_device, nonneg_float, positive_float, positive_int,
-                       setup_run, unit_float)
+from utils.run import add_common_args, config_of, data_on_device, setup_run
 from utils.tracking import StatsLog, plot_curves
 
 
 # ------------------------------------------------------------------------------------------------ flags
-
-def int_list(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 8,16, got {text!r}") from None
-    if any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"values must be positive, got {text!r}")
-    return values
-
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Train a DDPM on face images (plan phase 4).",
@@ -55,10 +45,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_common_args(p)
     g = p.add_argument_group("model")
     g.add_argument("--base-channels", type=positive_int, default=128, help="UNet width at full resolution (plan: 128)")
-    g.add_argument("--channel-mult", type=int_list, default=None,
+    g.add_argument("--channel-mult", type=positive_int_tuple, default=None,
                    help="per-level width multipliers, e.g. 1,2,2,2 (default per resolution: models/ddpm.py)")
     g.add_argument("--layers-per-block", type=positive_int, default=2, help="residual blocks per UNet level")
-    g.add_argument("--attn-res", type=int_list, default=(8, 16),
+    g.add_argument("--attn-res", type=positive_int_tuple, default=(8, 16),
                    help="feature-map sizes with self-attention, where they exist at --resolution (plan: 8,16)")
     g.add_argument("--attn-head-dim", type=positive_int, default=None,
                    help="channels per attention head (default: one head per layer, as in Ho et al.)")

@@ -25,6 +25,7 @@ from models.gan import ARCHS, D_NORMS, G_NORMS
 from models.layers import UPSAMPLE_MODES
 from models.stylegan import STYLE_MODES, STYLE_UPSAMPLE
 from models.losses import LOSSES
+from utils.argtypes import Every, nonneg_float, positive_float, positive_int, unit_float
 from utils.augment import PRESETS, build_augment
 from utils.checkpoint import Checkpointer
 from utils.data import Batches, face_data_from_args
@@ -37,8 +38,7 @@ from utils.gan_training import build_nets, critic_iters, critic_update, generato
 from utils.images import save_grid
 from utils.loop import Loop
 from utils.optim import LOSS_DEFAULTS, OPTIMIZERS, make_optimizer
-from utils.run import (Every, add_common_args, config_of, data_on_device, nonneg_float, positive_float, positive_int,
-                       setup_run, unit_float)
+from utils.run import add_common_args, config_of, data_on_device, setup_run
 from utils.tracking import RunningMeans, StatsLog, plot_curves
 
 LR_SCHEDULES = ("none", "step", "exp", "cosine")

@@ -45,6 +45,7 @@ from models.losses import LOSSES
 from models.patchgan import PATCHGAN_NORMS, min_resolution
 from models.perceptual import ENV_WEIGHTS, INITS, NORMALIZE, PerceptualLoss, resolve_weights_path
 from models.vae import NORMS, VAE, VAEConfig, kl_divergence
+from utils.argtypes import Every, nonneg_float, positive_float, positive_int
 from utils.augment import PRESETS, build_augment
 from utils.checkpoint import Checkpointer
 from utils.data import Batches, face_data_from_args, to_float
@@ -54,8 +55,7 @@ from utils.export import save_export
 from utils.fid_hook import TrainingFID
 from utils.images import save_grid
 from utils.loop import Loop
-from utils.run import (Every, add_common_args, config_of, data_on_device, nonneg_float, positive_float,
-                       positive_int, setup_run)
+from utils.run import add_common_args, config_of, data_on_device, setup_run
 from utils.tracking import RunningMeans, StatsLog, plot_curves
 from utils.vae_training import DISC_BETAS, RECON_LOSSES, adv_ramp, build_discriminator, vae_update
 

@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 import models
+from utils.argtypes import Every
 from utils.ema import EMA
 from utils.export import ExportError, load_export, read_export_metadata, save_export
-from utils.run import Every
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,9 +8,10 @@ import io
 import pytest
 import torch
 
+from utils.argtypes import Every
 from utils.loop import Loop
 from utils.progress import PROGRESS_ENV, bars_enabled, track
-from utils.run import Every, Run
+from utils.run import Run
 from utils.tracking import StatsLog
 
 

@@ -13,7 +13,6 @@ per-epoch permutation (``Batches``), which makes the data position part of resum
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import json
@@ -26,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from utils.argtypes import nonneg_int, positive_int
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 CACHE_VERSION = 1
@@ -401,25 +402,11 @@ def add_data_args(parser) -> None:
                    help="second image folder mixed into the TRAINING set only (plan 1D: aligned + raw)")
     g.add_argument("--crop", type=str, default="center", choices=["center", "none"],
                    help="square center crop before resizing, or squash the whole image")
-    g.add_argument("--n-real", type=_nonneg_int, default=5000,
+    g.add_argument("--n-real", type=nonneg_int, default=5000,
                    help="held-out real images for FID (capped at half of a folder source); never trained on")
-    g.add_argument("--synthetic-size", type=_positive_int, default=15000, help="number of images for --data synthetic")
+    g.add_argument("--synthetic-size", type=positive_int, default=15000, help="number of images for --data synthetic")
     g.add_argument("--cache-dir", type=str, default=None,
                    help="preprocessing cache (default $FACEGEN_CACHE or ~/.cache/facegen)")
-
-
-def _nonneg_int(text: str) -> int:
-    v = int(text)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer ≥ 0, got {text}")
-    return v
-
-
-def _positive_int(text: str) -> int:
-    v = int(text)
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return v
 
 
 def face_data_from_args(args, write_manifest: bool = True) -> FaceData:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import os
 import sys
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from utils.argtypes import Every, positive_int, seed_int, unit_float
 from utils.data import add_data_args
 from utils.fastpath import add_fastpath_args
 
@@ -27,67 +27,6 @@ RUNTIME_FLAGS = {"out", "name", "resume", "dry_run", "epochs", "max_steps", "sav
                  "dinov2_weights",
                  "cache_dir", "download", "data_root", "compile", "tf32", "data_on_device", "max_bad_steps",
                  "channels_last", "optimizer_impl"}  # speed options: same maths up to float rounding (utils/fastpath.py)
-
-
-class Every:
-    """A period given as steps ('500') or epochs ('25ep'); '0' disables it."""
-
-    def __init__(self, text: str):
-        text = str(text).strip().lower()
-        self.text = text
-        try:
-            if text.endswith("ep"):
-                self.value, self.unit = float(text[:-2]), "epoch"
-            else:
-                self.value, self.unit = float(text), "step"
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a step count like 500 or epochs like 25ep, got {text!r}")
-        if self.value < 0 or not math.isfinite(self.value):
-            raise argparse.ArgumentTypeError(f"period must be ≥ 0, got {text!r}")
-
-    def steps(self, steps_per_epoch: int) -> int:
-        if self.value == 0:
-            return 0
-        n = self.value * steps_per_epoch if self.unit == "epoch" else self.value
-        return max(1, int(round(n)))
-
-    def __repr__(self) -> str:
-        return self.text
-
-
-def positive_int(text: str) -> int:
-    v = int(text)
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return v
-
-
-def positive_float(text: str) -> float:
-    v = float(text)
-    if not (v > 0 and math.isfinite(v)):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return v
-
-
-def nonneg_float(text: str) -> float:
-    v = float(text)
-    if not (v >= 0 and math.isfinite(v)):
-        raise argparse.ArgumentTypeError(f"must be a number ≥ 0, got {text}")
-    return v
-
-
-def seed_int(text: str) -> int:
-    v = int(text)
-    if not 0 <= v < 2 ** 31:  # numpy seeds must be < 2**32, and each process adds its rank
-        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**31), got {text}")
-    return v
-
-
-def unit_float(text: str) -> float:
-    v = float(text)
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
-    return v
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
