@@ -27,17 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 N_IMAGES = 40
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("facegen-cache")
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +51,8 @@ def tiny_cfg(**kw) -> ACGANConfig:
     return ACGANConfig(**{**dict(resolution=16, latent_dim=8, ngf=4, ndf=4, embed_dim=4), **kw}).validate()
 
 
-def data_args(folder, attr_file, cache, **kw):
-    return argparse.Namespace(**{**dict(data=str(folder), resolution=16, n_real=10, cache_dir=str(cache), synthetic_size=0,
+def data_args(folder, attr_file, cache_dir, **kw):
+    return argparse.Namespace(**{**dict(data=str(folder), resolution=16, n_real=10, cache_dir=str(cache_dir), synthetic_size=0,
                                         data_seed=0, combined=None, download=False, data_root=None, crop="center",
                                         attr="Smiling", attr_file=str(attr_file)), **kw})
 
@@ -93,15 +83,15 @@ def test_discriminator_heads_and_gradient_penalty():
     assert torch.isfinite(gp) and norm > 0 and D.critic.blocks[0][0].weight.grad is not None
 
 
-def test_labels_from_attribute_file(labelled_folder, cache):
+def test_labels_from_attribute_file(labelled_folder, cache_dir):
     folder, attr_file = labelled_folder
-    lab = load_labelled_data(data_args(folder, attr_file, cache))
+    lab = load_labelled_data(data_args(folder, attr_file, cache_dir))
     assert len(lab.data.train) + len(lab.data.heldout) == N_IMAGES - 1 and lab.data.info["skipped"]["no attribute row"] == 1
     # bright images are class 1 (Smiling = +1)
     for imgs, labels in ((lab.data.train, lab.train_labels), (lab.data.heldout, lab.heldout_labels)):
         assert torch.equal((imgs.float().mean(dim=(1, 2, 3)) > 128).long(), labels)
     with pytest.raises(DataError, match="not in list_attr.txt"):
-        load_labelled_data(data_args(folder, attr_file, cache, attr="Eyeglasses"))
+        load_labelled_data(data_args(folder, attr_file, cache_dir, attr="Eyeglasses"))
 
 
 class ClassPicker(torch.nn.Module):
@@ -118,9 +108,9 @@ class ClassPicker(torch.nn.Module):
         return torch.stack([pool[int(c)][i % len(pool[int(c)])] for i, c in enumerate(want)]).float() / 127.5 - 1
 
 
-def test_evaluate_acgan_per_class_fid_and_accuracy(labelled_folder, cache):
+def test_evaluate_acgan_per_class_fid_and_accuracy(labelled_folder, cache_dir):
     folder, attr_file = labelled_folder
-    tc = vars(data_args(folder, attr_file, cache))
+    tc = vars(data_args(folder, attr_file, cache_dir))
     lab = load_labelled_data(tc)
     good = SimpleNamespace(family="acgan", train_config=tc, model=ClassPicker(lab.data.train, lab.train_labels))
     bad = SimpleNamespace(family="acgan", train_config=tc, model=ClassPicker(lab.data.train, lab.train_labels, True))
@@ -143,7 +133,7 @@ def test_flag_errors():
         T.parse_args(["--loss", "wgan-gp", "--d-norm", "batch"])
 
 
-def test_train_acgan_end_to_end(labelled_folder, cache, tmp_path):
+def test_train_acgan_end_to_end(labelled_folder, cache_dir, tmp_path):
     folder, attr_file = labelled_folder
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1", "--mixed_precision", "no",
            "--dynamo_backend", "no", "--num_processes", "1", str(ROOT / "train_acgan.py"),
@@ -152,7 +142,7 @@ def test_train_acgan_end_to_end(labelled_folder, cache, tmp_path):
            "--sample-every", "2", "--save-every", "3", "--log-every", "1", "--ngf", "4", "--ndf", "4", "--latent-dim", "8",
            "--grid-rows", "3", "--class-eval-samples", "4", "--fid-extractor", "tiny", "--out", str(tmp_path),
            "--name", "ac"]
-    env = {**os.environ, "FACEGEN_CACHE": str(cache), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "FACEGEN_CACHE": str(cache_dir), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     run = tmp_path / "ac"

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.test_data import make_bad_corpus
-from tests.test_reliability import ROOT, Proc, base_env, cache_dir  # noqa: F401  (cache_dir is a fixture)
+from tests.runs import ROOT, Proc, base_env
 
 TINY_GAN = ["--resolution", "16", "--batch-size", "4", "--max-steps", "2", "--save-every", "1", "--fid-every", "0",
             "--sample-every", "0", "--log-every", "1", "--ngf", "8", "--ndf", "8", "--latent-dim", "16",
@@ -103,7 +103,7 @@ def relabel_export(src: Path, dst: Path, **meta_changes: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory, cache_dir):
+def world(tmp_path_factory, shared_cache):
     """Phase 1: a finished GAN run on the bad-input corpus (it must train on what is usable), an aligned folder,
     and the inputs that fail before any output exists.  Phase 2: bad inputs aimed at those earlier outputs."""
     from skimage import data
@@ -113,7 +113,7 @@ def world(tmp_path_factory, cache_dir):
     make_bad_corpus(corpus, data.astronaut())
     (corpus / "bomb.png").write_bytes(png_header_only(30000, 30000))
     (root / "empty").mkdir()
-    env = base_env(cache_dir)
+    env = base_env(shared_cache)
     runs, logs = root / "runs", root / "logs"
     train_corpus = script("train_gan.py", "--data", corpus, "--n-real", 4, *TINY_GAN, "--out", runs, "--name", "prev")
     phase1 = run_all({

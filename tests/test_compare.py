@@ -53,13 +53,7 @@ def make_run(root: Path, family: str, name: str, epochs=(10, 20, 50, 100, 150, 2
     return run
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny convolutions run fastest on one thread (2 threads on a busy 2-core machine are ~10x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread_module")  # tests/conftest.py: the shared runs too
 
 
 @pytest.fixture(scope="module")

@@ -26,18 +26,7 @@ TINY = ["--resolution", "16", "--batch-size", "4", "--gen-width", "4", "--gen-bl
 
 # ----------------------------------------------------------------------------------------------- fixtures
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions: a second intra-op thread only adds contention (10x slower on a loaded 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("facegen-cache")
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="session")

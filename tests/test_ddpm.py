@@ -18,15 +18,6 @@ from utils.export import load_export, save_export
 TINY = dict(resolution=16, base_channels=16, layers_per_block=1, attn_res=(8,), dropout=0.0)
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny nets on a shared 2-core machine run several times faster on one thread (no oversubscription)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_model(seed: int = 0, **kw) -> DiffusionModel:
     torch.manual_seed(seed)
     return DiffusionModel(DiffusionConfig(**{**TINY, **kw})).eval()

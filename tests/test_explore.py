@@ -18,22 +18,12 @@ from utils.export import save_export
 DATA = {"data": "synthetic", "synthetic_size": 48, "n_real": 16, "data_seed": 0, "crop": "center"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("facegen-cache")
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(autouse=True)
-def _cache_env(monkeypatch, cache):
-    monkeypatch.setenv("FACEGEN_CACHE", str(cache))
+def _cache_env(monkeypatch, cache_dir):
+    monkeypatch.setenv("FACEGEN_CACHE", str(cache_dir))
 
 
 def gan_export(path, arch="dcgan", **kw):

@@ -1,7 +1,7 @@
 """Issue 8, multi-process: `accelerate launch --multi_gpu --num_processes 2` on CPU (gloo) of each trainer.
 
 * Only the main process writes: the 2-process run directory holds exactly the files of the 1-process run of the
-  same config (tests/test_reliability.py's uninterrupted references) plus process 1's RNG state in each
+  same config (the uninterrupted ``references`` of tests/conftest.py) plus process 1's RNG state in each
   checkpoint; every step is logged once.
 * The data is sharded: the run consumes the same global batches (same data position after 6 steps) and a
   deterministic toy trainer built on the same utilities records, through the real launcher, that the two
@@ -24,8 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_reliability import (COMMON, FAMILIES, ROOT, STEPS, Proc, base_env, cache_dir,  # noqa: F401
-                                    latest_step, references, train_steps)
+from tests.runs import COMMON, FAMILIES, ROOT, STEPS, Proc, base_env, latest_step, train_steps
 
 
 def free_port() -> int:
@@ -56,9 +55,9 @@ def files_of(run_dir: Path) -> set[str]:
 # ------------------------------------------------------------------------------------------------ the trainers
 
 @pytest.fixture(scope="module")
-def two_process_runs(tmp_path_factory, cache_dir, references) -> dict:
+def two_process_runs(tmp_path_factory, shared_cache, references) -> dict:
     root = tmp_path_factory.mktemp("ddp")
-    env = base_env(cache_dir)
+    env = base_env(shared_cache)
     procs = {}
     for family, (script, args) in FAMILIES.items():
         cmd = launch_cmd(ROOT / script, *COMMON, *args, "--max-steps", str(STEPS), "--out", str(root),
@@ -158,13 +157,13 @@ if run.is_main:
 TOY_STEPS = 24   # two epochs of 12 global batches; the 2-process stop check runs every 10 steps
 
 
-def test_deterministic_toy_matches_one_process_through_sigterm_and_resume(cache_dir, tmp_path):
+def test_deterministic_toy_matches_one_process_through_sigterm_and_resume(shared_cache, tmp_path):
     from safetensors.torch import load_file
 
     script = tmp_path / "toy_train.py"
     script.write_text(TOY)
     common = [*COMMON, "--max-steps", str(TOY_STEPS), "--save-every", "5", "--out", str(tmp_path)]
-    env = base_env(cache_dir)
+    env = base_env(shared_cache)
     one = Proc([sys.executable, str(script), *common, "--name", "one"], env, tmp_path / "logs", "one")
     run = tmp_path / "two"
     two_cmd = launch_cmd(script, *common, "--name", "two", "--step-sleep", "0.15")

@@ -7,126 +7,24 @@ command: every tensor must be bitwise equal (CPU kernels here are deterministic,
 Timing-dependent kills are made deterministic by FACEGEN_TEST_SAVE_PAUSE (utils/checkpoint.py): each save
 pauses after its weights are in the temporary directory and before ``train_state.json`` is written.
 
-Helpers and the tiny per-family configs here are shared with tests/test_multiprocess.py.
+The helpers and the tiny per-family configs are in tests/runs.py; the reference runs, the shared data cache and
+the in-process ``tiny_run`` are fixtures of tests/conftest.py.
 """
 from __future__ import annotations
 
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
-from argparse import Namespace
 from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-STEPS = 6
-COMMON = ["--data", "synthetic", "--synthetic-size", "64", "--n-real", "16", "--resolution", "16", "--batch-size", "4",
-          "--fid-every", "0", "--sample-every", "0", "--log-every", "1", "--save-every", "1", "--export-every", "0",
-          "--aug", "none", "--keep-checkpoints", "8"]
-# No BatchNorm anywhere (group/instance/none) so that the same configs also compare 1 vs 2 processes
-# (tests/test_multiprocess.py); the noise (z, GP α, reparameterisation ε, t, dropout) is still all there.
-FAMILIES = {
-    # wgan-gp with the 'wgan' n-critic schedule (20 critic iterations per G step): 20 batches per step.
-    "gan": ("train_gan.py", ["--ngf", "8", "--ndf", "8", "--latent-dim", "16", "--grid-samples", "4",
-                             "--loss", "wgan-gp", "--n-critic-schedule", "wgan", "--g-norm", "group"]),
-    # The PatchGAN switches on at step 4, after the kill point of the VAE test.
-    "vae": ("train_vae.py", ["--base-channels", "8", "--max-channels", "32", "--latent-dim", "16", "--norm", "group",
-                             "--lambda-adv", "0.1", "--disc-layers", "2", "--disc-ndf", "8", "--disc-norm", "none",
-                             "--disc-start", "4", "--latent-plot", "none"]),
-    # Dropout 0.1 (the default) stays on: its RNG stream must resume too.
-    "ddpm": ("train_ddpm.py", ["--base-channels", "16", "--layers-per-block", "1", "--attn-res", "",
-                               "--sample-steps", "2", "--grid-samples", "2", "--warmup-steps", "2"]),
-}
-HOOKS = ("FACEGEN_TEST_SAVE_PAUSE", "FACEGEN_INJECT_NAN_AT", "FACEGEN_INJECT_OOM_AT")
+from tests.runs import STEPS, Proc, base_env, family_cmd, latest_step, train_step, train_steps
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-
-@pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory) -> Path:
-    """One preprocessing cache for all reliability test files (the synthetic set is built once)."""
-    path = tmp_path_factory.getbasetemp() / "facegen-cache-reliability"
-    path.mkdir(exist_ok=True)
-    return path
-
-
-def base_env(cache_dir: Path, **extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in HOOKS}
-    env.update(FACEGEN_CACHE=str(cache_dir), OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1",
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", **extra)
-    return env
-
-
-def family_cmd(family: str, out: Path, name: str, *extra: str, steps: int = STEPS) -> list[str]:
-    script, args = FAMILIES[family]
-    return [sys.executable, str(ROOT / script), *COMMON, *args, "--max-steps", str(steps), "--out", str(out),
-            "--name", name, *extra]
-
-
-class Proc:
-    """A subprocess whose output goes to files (no pipe can fill up while a test polls)."""
-
-    def __init__(self, cmd: list[str], env: dict, log_dir: Path, tag: str, new_session: bool = False,
-                 cwd: Path = ROOT):
-        log_dir.mkdir(parents=True, exist_ok=True)
-        self.out_path, self.err_path = log_dir / f"{tag}.out", log_dir / f"{tag}.err"
-        self._out, self._err = open(self.out_path, "w"), open(self.err_path, "w")
-        self.p = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=self._out, stderr=self._err, text=True,
-                                  start_new_session=new_session)
-
-    def wait(self, timeout: float = 300) -> int:
-        try:
-            self.p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            self.p.wait()
-        self._out.close()
-        self._err.close()
-        return self.p.returncode
-
-    @property
-    def stdout(self) -> str:
-        return self.out_path.read_text()
-
-    @property
-    def stderr(self) -> str:
-        return self.err_path.read_text()
-
-    def ok(self, timeout: float = 300) -> "Proc":
-        rc = self.wait(timeout)
-        assert rc == 0, f"exit {rc}\nSTDOUT:\n{self.stdout[-3000:]}\nSTDERR:\n{self.stderr[-5000:]}"
-        return self
-
-    def until(self, condition, what: str, timeout: float = 240) -> None:
-        """Poll ``condition()`` until true; fail if the process exits first (the kill would come too late)."""
-        end = time.monotonic() + timeout
-        while not condition():
-            if self.p.poll() is not None:
-                self.wait()
-                pytest.fail(f"process exited ({self.p.returncode}) before {what}\n{self.stdout[-2000:]}\n"
-                            f"{self.stderr[-3000:]}")
-            if time.monotonic() > end:
-                self.p.kill()
-                pytest.fail(f"timed out waiting for {what}")
-            time.sleep(0.02)
-
-
-def latest_step(run_dir: Path) -> int:
-    try:
-        return int((run_dir / "checkpoints" / "latest").read_text().strip().split("-")[1])
-    except (OSError, IndexError, ValueError):
-        return -1
-
-
-def train_steps(run_dir: Path) -> list[int]:
-    rows = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines() if line.strip()]
-    return [r["step"] for r in rows if r["kind"] == "train"]
-
 
 def tensors_of(path: Path) -> dict[str, torch.Tensor]:
     """Every tensor of a checkpoint file, flattened: safetensors directly, Accelerate's .bin files safely."""
@@ -180,52 +78,13 @@ def assert_bitwise_equal_runs(ref: Path, run: Path, step: int = STEPS) -> int:
     return n
 
 
-class References:
-    """Uninterrupted runs of each family config (started on demand, shared by the tests of the session).
-
-    They run in a sandbox: working directory ``sandbox/cwd``, HOME ``sandbox/home``, TMPDIR ``sandbox/tmp``, so that
-    tests/test_safety.py can check that nothing is written outside the run directory (and the data cache).
-    """
-
-    def __init__(self, root: Path, cache_dir: Path):
-        self.root, self.procs = root, {}
-        self.cwd, self.home, self.tmp = (root / "sandbox" / d for d in ("cwd", "home", "tmp"))
-        for d in (self.cwd, self.home, self.tmp):
-            d.mkdir(parents=True)
-        self.env = base_env(cache_dir, HOME=str(self.home), TMPDIR=str(self.tmp))
-        for var in ("MPLCONFIGDIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "TORCH_HOME", "HF_HOME"):
-            self.env.pop(var, None)   # library caches, if any, land in the sandbox HOME where they are seen
-
-    def start(self, family: str) -> None:
-        """Start all three on first use: they keep the second core busy while a test runs its serial phases."""
-        for f in FAMILIES:
-            if f not in self.procs:
-                self.procs[f] = Proc(family_cmd(f, self.root, f), self.env, self.root / "logs", f, cwd=self.cwd)
-
-    def get(self, family: str) -> Path:
-        self.start(family)
-        self.procs[family].ok()
-        return self.root / family
-
-
-_REFERENCES: dict = {}  # one set per session, also when tests/test_multiprocess.py imports this fixture
-
-
-@pytest.fixture(scope="session")
-def references(tmp_path_factory, cache_dir) -> References:
-    key = str(tmp_path_factory.getbasetemp())
-    if key not in _REFERENCES:
-        _REFERENCES[key] = References(tmp_path_factory.mktemp("references"), cache_dir)
-    return _REFERENCES[key]
-
-
 # ------------------------------------------------------------------------------------------------ exact resume
 
-def test_gan_sigkill_then_sigterm_then_resume_is_bitwise_identical(references, cache_dir, tmp_path):
+def test_gan_sigkill_then_sigterm_then_resume_is_bitwise_identical(references, shared_cache, tmp_path):
     """WGAN-GP, n-critic schedule: SIGKILL at ≥ step 2, resume, SIGTERM a step later, resume to 6 == straight 6."""
     references.start("gan")
     run = tmp_path / "gan"
-    slow = base_env(cache_dir, FACEGEN_TEST_SAVE_PAUSE="0.3")   # ~0.3 s per step: time to act between steps
+    slow = base_env(shared_cache, FACEGEN_TEST_SAVE_PAUSE="0.3")   # ~0.3 s per step: time to act between steps
 
     first = Proc(family_cmd("gan", tmp_path, "gan"), slow, tmp_path / "logs", "first")
     first.until(lambda: latest_step(run) >= 2, "checkpoint 2")
@@ -246,16 +105,16 @@ def test_gan_sigkill_then_sigterm_then_resume_is_bitwise_identical(references, c
     assert (run / "checkpoints" / f"step-{stopped:08d}" / "train_state.json").is_file()
     assert "Traceback" not in second.stderr
 
-    Proc(family_cmd("gan", tmp_path, "gan", "--resume", "latest"), base_env(cache_dir), tmp_path / "logs", "third").ok()
+    Proc(family_cmd("gan", tmp_path, "gan", "--resume", "latest"), base_env(shared_cache), tmp_path / "logs", "third").ok()
     assert assert_bitwise_equal_runs(references.get("gan"), run) > 20
     assert train_steps(run) == list(range(1, STEPS + 1))   # the resumed logs have no duplicate or missing step
 
 
-def test_vae_sigkill_before_discriminator_start_resumes_bitwise(references, cache_dir, tmp_path):
+def test_vae_sigkill_before_discriminator_start_resumes_bitwise(references, shared_cache, tmp_path):
     """Killed before --disc-start 4; the resumed run switches the PatchGAN on and matches the straight run."""
     references.start("vae")
     run = tmp_path / "vae"
-    first = Proc(family_cmd("vae", tmp_path, "vae"), base_env(cache_dir, FACEGEN_TEST_SAVE_PAUSE="0.3"),
+    first = Proc(family_cmd("vae", tmp_path, "vae"), base_env(shared_cache, FACEGEN_TEST_SAVE_PAUSE="0.3"),
                  tmp_path / "logs", "first")
     first.until(lambda: latest_step(run) >= 2, "checkpoint 2")
     first.p.send_signal(signal.SIGKILL)
@@ -263,7 +122,7 @@ def test_vae_sigkill_before_discriminator_start_resumes_bitwise(references, cach
     killed_at = latest_step(run)
     assert 2 <= killed_at < 4, "the kill must come before the discriminator starts"
 
-    second = Proc(family_cmd("vae", tmp_path, "vae", "--resume", "latest"), base_env(cache_dir), tmp_path / "logs",
+    second = Proc(family_cmd("vae", tmp_path, "vae", "--resume", "latest"), base_env(shared_cache), tmp_path / "logs",
                   "second").ok()
     assert f"at step {killed_at}" in second.stdout
     assert_bitwise_equal_runs(references.get("vae"), run)
@@ -273,12 +132,12 @@ def test_vae_sigkill_before_discriminator_start_resumes_bitwise(references, cach
     assert [("d_loss" in r) for r in train] == [r["step"] > 4 for r in train]  # D on from step index 4
 
 
-def test_ddpm_kill_inside_a_save_leaves_latest_complete_and_resumes_bitwise(references, cache_dir, tmp_path):
+def test_ddpm_kill_inside_a_save_leaves_latest_complete_and_resumes_bitwise(references, shared_cache, tmp_path):
     """SIGKILL while a checkpoint directory is half written: it is ignored, `latest` stays on the previous
     complete checkpoint, the resumed run removes the leftover and ends bitwise equal to the straight run."""
     references.start("ddpm")
     run, ckpts = tmp_path / "ddpm", tmp_path / "ddpm" / "checkpoints"
-    first = Proc(family_cmd("ddpm", tmp_path, "ddpm"), base_env(cache_dir, FACEGEN_TEST_SAVE_PAUSE="1.5"),
+    first = Proc(family_cmd("ddpm", tmp_path, "ddpm"), base_env(shared_cache, FACEGEN_TEST_SAVE_PAUSE="1.5"),
                  tmp_path / "logs", "first")
     partial = ckpts / ".step-00000003.tmp"
     first.until(lambda: (partial / "ema.safetensors").exists(), "the half-written checkpoint 3")
@@ -289,7 +148,7 @@ def test_ddpm_kill_inside_a_save_leaves_latest_complete_and_resumes_bitwise(refe
     # Even with `latest` damaged, the newest COMPLETE checkpoint is chosen, never the partial one.
     (ckpts / "latest").write_text("garbage\n")
 
-    second = Proc(family_cmd("ddpm", tmp_path, "ddpm", "--resume", "latest"), base_env(cache_dir),
+    second = Proc(family_cmd("ddpm", tmp_path, "ddpm", "--resume", "latest"), base_env(shared_cache),
                   tmp_path / "logs", "second").ok()
     assert f"resumed from {ckpts / 'step-00000002'} at step 2" in second.stdout
     assert not partial.exists()                        # leftovers are removed by the next save
@@ -307,10 +166,10 @@ NAN_CONFIGS = {  # one batch per step everywhere; the VAE with BatchNorm, whose 
 
 
 @pytest.fixture(scope="module")
-def nan_runs(tmp_path_factory, cache_dir) -> dict:
+def nan_runs(tmp_path_factory, shared_cache) -> dict:
     """Stream positions 1 (one bad step) and 4, 5, 6 (three in a row = --max-bad-steps) are NaN batches."""
     root = tmp_path_factory.mktemp("nan")
-    env = base_env(cache_dir, FACEGEN_INJECT_NAN_AT="1,4,5,6")
+    env = base_env(shared_cache, FACEGEN_INJECT_NAN_AT="1,4,5,6")
     procs = {f: Proc(family_cmd(f, root, f, *extra, "--max-bad-steps", "3", "--save-every", "2"), env,
                      root / "logs", f) for f, extra in NAN_CONFIGS.items()}
     return {f: (p.wait(), p, root / f) for f, p in procs.items()}
@@ -338,11 +197,11 @@ def test_non_finite_steps_are_skipped_then_stop_with_a_good_checkpoint(nan_runs,
 
 # ------------------------------------------------------------------------------------------------ out of memory
 
-def test_out_of_memory_is_one_line_and_the_run_resumes(cache_dir, tmp_path):
+def test_out_of_memory_is_one_line_and_the_run_resumes(shared_cache, tmp_path):
     """torch's CUDA OOM error (injected at the 4th batch, on CPU) ends the run with one line naming what to lower
     and the checkpoint to continue from; --resume latest then finishes the run."""
     cmd = family_cmd("ddpm", tmp_path, "oom", "--save-every", "2")
-    first = Proc(cmd, base_env(cache_dir, FACEGEN_INJECT_OOM_AT="3"), tmp_path / "logs", "first")
+    first = Proc(cmd, base_env(shared_cache, FACEGEN_INJECT_OOM_AT="3"), tmp_path / "logs", "first")
     rc = first.wait()
     err_lines = [line for line in first.stderr.splitlines() if line.strip()]
     assert rc == 1 and "Traceback" not in first.stderr, first.stderr[-3000:]
@@ -350,44 +209,11 @@ def test_out_of_memory_is_one_line_and_the_run_resumes(cache_dir, tmp_path):
     assert "--batch-size 4 at 16x16" in err_lines[-1] and "lower --batch-size" in err_lines[-1]
     assert "continue from checkpoint step-00000002 with the same command and --resume latest" in err_lines[-1]
     assert latest_step(tmp_path / "oom") == 2
-    Proc([*cmd, "--resume", "latest"], base_env(cache_dir), tmp_path / "logs", "resumed").ok()
+    Proc([*cmd, "--resume", "latest"], base_env(shared_cache), tmp_path / "logs", "resumed").ok()
     assert latest_step(tmp_path / "oom") == STEPS and train_steps(tmp_path / "oom")[-1] == STEPS
 
 
 # ------------------------------------------------------------------------------------------------ checkpoint dir (in-process)
-
-@pytest.fixture
-def tiny_run(tmp_path):
-    """A real single-process Accelerator with a prepared conv net, its optimizer, an EMA and Batches."""
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-
-    from utils.checkpoint import Checkpointer
-    from utils.data import Batches
-    from utils.ema import EMA
-    from utils.run import Run
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    acc = Accelerator(cpu=True)
-    args = Namespace(keep_checkpoints=3, resume=None)
-    run = Run(args, "tiny", acc, tmp_path / "run")
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4))
-    opt = torch.optim.Adam(net.parameters(), 1e-2)
-    ema = EMA(net, 0.9)
-    net, opt = acc.prepare(net, opt)
-    batches = Batches(torch.randint(0, 255, (16, 3, 8, 8), dtype=torch.uint8), 4, seed=1)
-    yield Namespace(run=run, net=net, opt=opt, ema=ema, batches=batches, ckpt=Checkpointer(run, {"ema": ema}, batches))
-    AcceleratorState._reset_state(reset_partial_state=True)
-
-
-def train_step(t) -> None:
-    loss = t.net(t.batches.next()).pow(2).mean()
-    t.opt.zero_grad()
-    loss.backward()
-    t.opt.step()
-    t.ema.update(t.net)
-
 
 def test_rotation_keeps_last_k_and_latest_ignores_partial_or_damaged_state(tiny_run):
     t = tiny_run

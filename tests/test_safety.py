@@ -7,7 +7,7 @@
   resume), and a checkpoint whose pickles carry a code payload is refused with one line, payload not run.
 * Exports are safetensors + JSON: a family name is looked up in the registry, never imported by name.
 * The trainers write nothing outside ``--out/<run>`` and the preprocessing cache: the uninterrupted reference
-  runs of tests/test_reliability.py run with a sandboxed working directory, HOME and TMPDIR.
+  runs (``references``, tests/conftest.py) run with a sandboxed working directory, HOME and TMPDIR.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.test_reliability import FAMILIES, ROOT, cache_dir, references, tiny_run, train_step  # noqa: F401
+from tests.runs import FAMILIES, ROOT, train_step
 
 # The one deliberate exception: clean-fid's reference Inception network is distributed as TorchScript; its
 # sha256 is recorded in every metrics.json and compared with clean-fid's published hash (utils/feature_nets.py).
@@ -144,7 +144,7 @@ def test_export_family_names_are_looked_up_never_imported(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ where runs write
 
-def test_runs_write_only_under_their_directory_and_the_data_cache(references, cache_dir):
+def test_runs_write_only_under_their_directory_and_the_data_cache(references, shared_cache):
     runs = {family: references.get(family) for family in FAMILIES}
     assert not any(references.cwd.iterdir()), list(references.cwd.iterdir())          # nothing relative to cwd
     stray = [p for p in references.tmp.rglob("*") if p.is_file()]                    # (torch may make empty dirs)
@@ -157,4 +157,4 @@ def test_runs_write_only_under_their_directory_and_the_data_cache(references, ca
         top = {p.name for p in run.iterdir()}
         assert {"config.json", "export.safetensors", "checkpoints", "stats.jsonl"} <= top, (family, top)
     # The cache holds decoded data and split manifests only.
-    assert all(p.suffix in (".npy", ".json") for p in cache_dir.rglob("*") if p.is_file())
+    assert all(p.suffix in (".npy", ".json") for p in shared_cache.rglob("*") if p.is_file())

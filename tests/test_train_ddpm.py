@@ -24,12 +24,7 @@ TINY = ["--synthetic-size", "64", "--n-real", "16", "--resolution", "16", "--bat
         "--layers-per-block", "1", "--grid-samples", "4", "--sample-steps", "5", "--warmup-steps", "2"]
 
 
-@pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("facegen-cache")
-
-
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def env(cache_dir, tmp_path_factory) -> dict:
     # An empty HF_HOME: no accelerate config of the machine's user changes how the runs launch.
     return {**os.environ, "FACEGEN_CACHE": str(cache_dir), "OMP_NUM_THREADS": "1", "SKIP_EVAL": "1", "HF_HUB_OFFLINE": "1",

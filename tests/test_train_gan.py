@@ -31,11 +31,6 @@ runpy.run_path({script!r}, run_name="__main__")
 """
 
 
-@pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("facegen-cache")
-
-
 def start(args: list[str], cache_dir, *, processes: int = 1, plain: bool = False) -> subprocess.Popen:
     entry = str(ROOT / "train_gan.py")
     if plain:

@@ -24,12 +24,7 @@ TINY = ["--synthetic-size", "64", "--n-real", "16", "--batch-size", "4", "--fid-
 VGG_ENV = os.environ.get("FACEGEN_VGG_WEIGHTS")
 
 
-@pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("facegen-cache")
-
-
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def env(cache_dir) -> dict:
     e = {**os.environ, "FACEGEN_CACHE": str(cache_dir), "OMP_NUM_THREADS": "1", "SKIP_EVAL": "1", "PYTHONPATH": str(ROOT),
          "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
