@@ -1,4 +1,4 @@
-"""Write docs/PERFORMANCE.md from the benchmark JSON files in docs/results/ (issue 7).
+"""Write docs/PERFORMANCE.md from the benchmark JSON files in docs/results/.
 
     python bench/make_performance_md.py                     # docs/results/*.json -> docs/PERFORMANCE.md
     python bench/make_performance_md.py --check             # exit 1 if PERFORMANCE.md is out of date
@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-TARGETS = """Targets (issue 7; H100 where one is lent, CPU ratios meanwhile):
+TARGETS = """Targets (H100 where one is lent, CPU ratios meanwhile):
 
 | what | target |
 |---|---|

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every benchmark of docs/PERFORMANCE.md in one go, then the page itself (issue 7).
+# Every benchmark of docs/PERFORMANCE.md in one go, then the page itself.
 #
 #   bash bench/run_all.sh                        # GPU if there is one, else CPU
 #   DEVICE=cpu PHOTOS=/path/to/photos bash bench/run_all.sh

@@ -14,7 +14,7 @@ that has no feature map in the stack (e.g. 16 at 16 px, where 16×16 is the imag
 
 The generator is the exported root module (``build_from_config`` rebuilds it); it implements
 ``resolution``, ``latent_dim``, ``forward(z)`` and ``sample(num, generator=...)``.  A new architecture
-(e.g. issue 9's ``stylegan-lite``) is one more entry in ``ARCHS``.
+(e.g. ``stylegan-lite``, models/stylegan.py) is one more entry in ``ARCHS``.
 """
 from __future__ import annotations
 

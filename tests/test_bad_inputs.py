@@ -1,4 +1,4 @@
-"""Issue 8, bad inputs at the USER ENTRY POINTS: train_*.py, evaluate.py and align_faces.py run as subprocesses.
+"""Bad inputs at the USER ENTRY POINTS: train_*.py, evaluate.py and align_faces.py run as subprocesses.
 
 Every bad input ends in a converted image, a counted skip, or a one-line error — never a traceback — and output
 written earlier (a finished run directory, an evaluation folder, an aligned folder) is byte-for-byte unchanged.

@@ -1,4 +1,4 @@
-"""The fast path must not change the model (issue 7): one training step with the speed options that exist on a CPU
+"""The fast path must not change the model: one training step with the speed options that exist on a CPU
 (channels_last weights, fused / foreach optimizer kernels) gives the same losses and the same updated weights as the
 plain step (NCHW, for-loop optimizer) on the same batch from the same initial weights.
 

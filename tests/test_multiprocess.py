@@ -1,4 +1,4 @@
-"""Issue 8, multi-process: `accelerate launch --multi_gpu --num_processes 2` on CPU (gloo) of each trainer.
+"""Multi-process runs: `accelerate launch --multi_gpu --num_processes 2` on CPU (gloo) of each trainer.
 
 * Only the main process writes: the 2-process run directory holds exactly the files of the 1-process run of the
   same config (the uninterrupted ``references`` of tests/conftest.py) plus process 1's RNG state in each

@@ -1,4 +1,4 @@
-"""Issue 8, "never lose a run": exact resume after SIGKILL, a kill in the middle of a save, graceful SIGTERM,
+"""Never lose a run: exact resume after SIGKILL, a kill in the middle of a save, graceful SIGTERM,
 the non-finite guard, and the checkpoint directory's invariants.
 
 The end-to-end tests run the real trainers (`python train_x.py`, CPU, 16 px, batch 4, 6 steps, a checkpoint

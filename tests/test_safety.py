@@ -1,4 +1,4 @@
-"""Issue 8, safe loading: nothing executes code from a checkpoint, and runs write only under their directory.
+"""Safe loading: nothing executes code from a checkpoint, and runs write only under their directory.
 
 * Static: no Python file of the repository unpickles except through ``torch.load(..., weights_only=True)``;
   no ``pickle``/``eval``/``exec``/``np.load(allow_pickle=True)``, and no object registered with Accelerate's

@@ -1,4 +1,4 @@
-"""Speed options shared by the trainers (issue 7), each with its effect on the numbers stated.
+"""Speed options shared by the trainers, each with its effect on the numbers stated.
 
 =====================  ========================================================================================
 option                 numerics

@@ -14,7 +14,7 @@ A trainer reads:
 
 ``loop.step`` counts completed optimisation steps; periods ('500' or '25ep') come from the common flags.
 
-Reliability (issue 8):
+Reliability:
   * SIGTERM/SIGINT: the current step finishes, a checkpoint is saved and the run exits 0 with a message
     naming ``--resume latest`` (under several processes they agree through a tiny all-reduce every
     ``STOP_CHECK_PERIOD`` steps, so nobody waits forever in a collective).

@@ -1,7 +1,8 @@
 """What every trainer shares: common flags, Accelerate setup, run directory, periodic schedules.
 
-Each ``train_*.py`` owns its own flags, model, optimizer and step function; this module owns the
-rest so the three scripts read the same way (DiT-style: setup → build → loop → save).
+Each ``train_*.py`` owns its flags and its loop, and imports its step from its family's library module
+(utils/gan_training.py, vae_training.py, ddpm_training.py); this module owns the rest so the scripts read
+the same way (DiT-style: setup → build → loop → save).  Flag types are in utils/argtypes.py.
 """
 from __future__ import annotations
 
