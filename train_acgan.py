@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from models.acgan import EMBEDS, ACGANConfig, ACGANDiscriminator, ACGANGenerator
 from models.gan import D_NORMS, G_NORMS
 from models.layers import UPSAMPLE_MODES
-from models.losses import LOSSES, clip_weights_, critic_metric, gradient_penalty
+from models.losses import LOSSES
 from utils.argtypes import nonneg_float, positive_float, positive_int
 from utils.attributes import load_labelled_data
 from utils.augment import PRESETS, build_augment
@@ -34,11 +34,13 @@ from utils import fastpath
 from utils.ema import EMA
 from utils.export import atomic_write_json, save_export
 from utils.fid_hook import TrainingFID
+from utils.gan_training import critic_step
 from utils.images import save_grid
 from utils.loop import Loop
 from utils.optim import LOSS_DEFAULTS, OPTIMIZERS, make_optimizer
 from utils.run import add_common_args, config_of, data_on_device, fid_weights_of, setup_run
 from utils.tracking import RunningMeans, StatsLog, plot_curves
+
 
 # ------------------------------------------------------------------------------------------------ flags
 
@@ -141,18 +143,8 @@ def d_update(acc, G, D, opt_d, real, labels, num_classes, loss, args) -> dict:
     d_loss = adv + args.aux_weight * aux
     out = {"d_loss": adv.detach(), "aux_d": aux.detach(),
            "cls_acc_real": (c_real.argmax(1) == labels).float().mean().detach()}
-    if args.loss == "wgan-gp":
-        gp, grad_norm = gradient_penalty(lambda x: D(x, fp32=True)[0], real, fake, args.gp_lambda)
-        d_loss = d_loss + gp
-        out.update(gp=gp.detach(), grad_norm=grad_norm)
-    opt_d.zero_grad(set_to_none=True)
-    acc.backward(d_loss)
-    out["ok"] = step_if_finite(acc, opt_d, D)
-    if args.loss == "wgan-clip":
-        clip_weights_(D, args.clip)
-    name, value = critic_metric(loss, s_real, s_fake)
-    out[name] = value
-    return out
+    return critic_step(acc, D, opt_d, d_loss, out, real, fake, s_real, s_fake, loss, args,
+                       score=lambda x: D(x, fp32=True)[0])
 
 
 def g_update(acc, G, D, opt_g, n, num_classes, loss, args) -> dict:

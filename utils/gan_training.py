@@ -49,8 +49,16 @@ def critic_update(acc, G, D, opt_d, real, loss, args, diffaug) -> dict:
     s_real, s_fake = D(real), D(fake)   # separate passes: a BatchNorm critic must not mix real and fake statistics
     d_loss = loss.d_loss(s_real, s_fake, args.label_smoothing)
     out = {"d_loss": d_loss.detach()}
+    return critic_step(acc, D, opt_d, d_loss, out, real, fake, s_real, s_fake, loss, args,
+                       score=lambda x: D(x, fp32=True))
+
+
+def critic_step(acc, D, opt_d, d_loss, out: dict, real, fake, s_real, s_fake, loss, args, score) -> dict:
+    """The end of every critic update (train_gan.py, train_acgan.py): the gradient penalty on ``score`` (the
+    critic's real/fake score in fp32) for wgan-gp, the optimizer step unless a gradient is non-finite, weight
+    clipping for wgan-clip, and the loss's critic metric; fills and returns ``out``."""
     if args.loss == "wgan-gp":
-        gp, grad_norm = gradient_penalty(lambda x: D(x, fp32=True), real, fake, args.gp_lambda)
+        gp, grad_norm = gradient_penalty(score, real, fake, args.gp_lambda)
         d_loss = d_loss + gp
         out.update(gp=gp.detach(), grad_norm=grad_norm)
     opt_d.zero_grad(set_to_none=True)
