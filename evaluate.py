@@ -307,9 +307,6 @@ def run(args) -> dict | None:
     pr_fake = BlockFeatures(pr_net, batch_size=args.batch_size, device=device) if pr_net else None
     dino_net = dinov2_network(args, device)
     dino_fake = BlockFeatures(dino_net, batch_size=args.batch_size, device=device) if dino_net else None
-    if is_main and args.mode != "translate":
-        warn_biased(args, extractor, dino_net)
-
     export = None
     if args.ckpt:
         from utils.export import load_export
@@ -319,6 +316,10 @@ def run(args) -> dict | None:
         if (mode == "translate") != (export.family in TRANSLATION_FAMILIES):
             raise MetricsError(f"--mode {mode} does not fit a {export.family!r} export (translation families: "
                                f"{', '.join(TRANSLATION_FAMILIES)}; use --mode auto)")
+    # After the export is known to load: a bad input ends with its one-line error and nothing else.
+    if is_main and args.mode != "translate" and (export is None or export.family not in TRANSLATION_FAMILIES):
+        warn_biased(args, extractor, dino_net)
+    if args.ckpt:
         if mode == "translate":
             return run_translate(args, acc, export, extractor, out_dir, save_n, t_start, pr_net, dino_net)
         kw = sample_kwargs(args, export.family)

@@ -259,7 +259,7 @@ def reference_ddpm(a, folder: Path, seed: int, ckpt: Path, model_config: dict):
                                     prediction_type="epsilon")
     ema_model = EMAModel(model.parameters(), decay=0.9999, use_ema_warmup=True, inv_gamma=1.0, power=3 / 4,
                          model_cls=type(model), model_config=model.config)
-    state = torch.load(ckpt, weights_only=False) if ckpt.exists() else None
+    state = torch.load(ckpt, weights_only=True) if ckpt.exists() else None
     if state is None or state["step"] < a.steps:
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.95, 0.999), weight_decay=1e-6, eps=1e-8)
         lr_scheduler = get_scheduler("cosine", optimizer=optimizer, num_warmup_steps=500, num_training_steps=a.steps)
@@ -417,7 +417,7 @@ def main(argv=None) -> None:
         else:
             ref_fn = reference_ddpm(a, folder, seed, ckpt, ex.model_config)
         ref = score(a, ev, f"{a.family}-s{seed}-reference", ref_fn, grids / f"{a.family}_s{seed}_reference.png")
-        state = torch.load(ckpt, weights_only=False)
+        state = torch.load(ckpt, weights_only=True)
         ref.update(train_seconds=state["train_seconds"], steps=state["steps"] if "steps" in state else state["step"])
         rows.append({**row, "reference": ref})
         print(f"seed {seed}: FID ours {ours['fid']:.2f} vs reference {ref['fid']:.2f}", flush=True)

@@ -453,7 +453,7 @@ def gather_ordered(accelerator, rows: torch.Tensor, indices: torch.Tensor) -> to
 
 def _progress(blocks: list[tuple[int, int]], desc: str | None, rank: int):
     """The blocks, under a progress bar counting images when ``desc`` is given (rank 0, terminal only)."""
-    from utils.progress import bar
+    from utils.progress import bar, finish
 
     b = bar(sum(stop - start for start, stop in blocks), desc=desc, unit="img", leave=False) \
         if desc and rank == 0 else None
@@ -465,7 +465,7 @@ def _progress(blocks: list[tuple[int, int]], desc: str | None, rank: int):
             yield start, stop
             b.update(stop - start)
     finally:
-        b.close()
+        finish(b)
 
 
 def _gather_outputs(accelerator, feats: list, logits: list, idx: list, dim: int, with_logits: bool

@@ -52,7 +52,14 @@ def track(iterable: Iterable, *, total: int | None = None, desc: str = "", unit:
             yield item
             b.update(1)
     finally:
-        b.close()
+        finish(b)
+
+
+def finish(bar_) -> None:
+    """Draw the final count, then close: tqdm redraws at most every 0.1 s, so a fast last update would otherwise
+    be cleared (leave=False) or left stale without ever being shown."""
+    bar_.refresh()
+    bar_.close()
 
 
 def _len(iterable) -> int | None:
