@@ -334,8 +334,8 @@ def train_ours(a, seed: int) -> Path:
     name = f"ours-{a.family}-s{seed}"
     export = Path(a.work) / "runs" / name / "export.safetensors"
     argv = trainer_argv(a, seed, name)
-    # A finished run re-run with --resume latest only re-exports; skip it.
-    if not export.exists():
+    # A finished run is reused; an interrupted one (a stopped trainer still exports the step it reached) resumes.
+    if not export.exists() or load_export(export).step < a.steps:
         print("[ours] python " + " ".join(argv), flush=True)
         subprocess.run([sys.executable, *argv], cwd=ROOT, check=True)
     return export
