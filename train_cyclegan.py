@@ -14,27 +14,24 @@ generators; ``python evaluate.py --ckpt runs/<name>/export.safetensors --mode tr
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 from pathlib import Path
 
 import torch
-from torch import nn
 
-from models.cyclegan import (DISCRIMINATORS, GAN_LOSSES, CycleGAN, CycleGANConfig, ImagePool, build_discriminator,
-                             config_dict, discriminator_loss, generator_losses)
+from models.cyclegan import DISCRIMINATORS, GAN_LOSSES, CycleGAN, ImagePool, config_dict
 from utils.argtypes import Every, nonneg_float, positive_float, positive_int
 from utils.attributes import load_domains
 from utils.augment import PRESETS as AUG_PRESETS
 from utils.augment import build_augment
-from utils.checkpoint import Checkpointer, all_finite, step_if_finite
-from utils.data import Batches, DataError, FaceData, to_float
-from utils import fastpath
+from utils.checkpoint import Checkpointer
+from utils.cyclegan_training import DomainBatches, PoolCheckpoint, build_nets, cyclegan_update, lr_factor, model_config
+from utils.data import DataError, FaceData, to_float
 from utils.ema import EMA
 from utils.export import save_export
 from utils.images import save_grid
 from utils.loop import Loop
-from utils.run import add_common_args, config_of, data_on_device, run_name, setup_run
+from utils.run import add_common_args, config_of, run_name, setup_run
 from utils.tracking import StatsLog, plot_curves
 
 # Plotted terms; loss_G (the weighted total, ~10x larger, which would flatten the others) stays in stats.jsonl.
@@ -118,56 +115,8 @@ def default_run_name(args, tag: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Training helpers
+# Outputs
 # ---------------------------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def frozen(accelerator, *nets: nn.Module):
-    """Discriminators during the generator update: no parameter gradients and no DDP gradient sync."""
-    with contextlib.ExitStack() as stack:
-        for net in nets:
-            stack.enter_context(accelerator.no_sync(net))
-            net.requires_grad_(False)
-        try:
-            yield
-        finally:
-            for net in nets:
-                net.requires_grad_(True)
-
-
-class PoolCheckpoint:
-    """Both image pools of every process, kept in the resume checkpoint for an exact resume.
-
-    Checkpointer stores each of its EMA slots as ``.module`` buffers in ema.safetensors (no pickles) and
-    loads them back on every process; this object fills such a slot with the gathered pools of all ranks.
-    """
-
-    def __init__(self, pools: dict[str, ImagePool], world: int, resolution: int, device):
-        self.pools, self.shape, self.device = pools, (3, resolution, resolution), device
-        self.module = nn.Module()
-        for name, pool in pools.items():
-            self.module.register_buffer(f"{name}_images", torch.zeros(world, pool.size, *self.shape, device=device))
-            self.module.register_buffer(f"{name}_count", torch.zeros(world, dtype=torch.long, device=device))
-        self.num_updates = 0
-
-    def collect(self, accelerator) -> None:
-        """Gather every rank's pools into the module (collective: all processes call it before a save)."""
-        for name, pool in self.pools.items():
-            images, count = pool.state(self.shape, self.device)
-            getattr(self.module, f"{name}_images").copy_(accelerator.gather(images[None].contiguous()))
-            getattr(self.module, f"{name}_count").copy_(accelerator.gather(count))
-
-    def restore(self, rank: int) -> None:
-        for name, pool in self.pools.items():
-            pool.load(getattr(self.module, f"{name}_images")[rank], getattr(self.module, f"{name}_count")[rank].item())
-
-
-def lr_factor(step: int, total: int, schedule: str) -> float:
-    """Paper schedule: constant for the first half, then linear decay to 0 at the last step."""
-    if schedule == "none" or step < total // 2:
-        return 1.0
-    return max(0.0, (total - step) / max(1, total - total // 2))
-
 
 def fixed_grid_inputs(data: FaceData, k: int, device) -> torch.Tensor:
     """The first k held-out images (training images if the domain has none held out)."""
@@ -181,6 +130,11 @@ def save_translation_grid(model: CycleGAN, inputs: torch.Tensor, direction: str,
     back = "yx" if direction == "xy" else "xy"
     out = model.translate(inputs, direction)
     save_grid(torch.cat([inputs, out, model.translate(out, back)]), path, nrow=len(inputs))
+
+
+def plot_losses(run, domains: dict) -> None:
+    plot_curves(run.path("stats.jsonl"), run.path("loss.png"), CURVE_KEYS,
+                title=f"CycleGAN {domains['x']} ↔ {domains['y']}")
 
 
 def run_tag(args) -> str:
@@ -206,42 +160,23 @@ def main(argv=None):
                             f"--batch-size {args.batch_size}")
 
     # ---- build
-    cfg = CycleGANConfig(resolution=args.resolution, gen_width=args.gen_width, gen_blocks=args.gen_blocks,
-                         disc=args.disc, disc_width=args.disc_width)
-    gens = CycleGAN(cfg).to(run.device)
-    D_x, D_y = build_discriminator(cfg).to(run.device), build_discriminator(cfg).to(run.device)
-    betas = (args.beta1, args.beta2)
-    opt_G = fastpath.make_optimizer(torch.optim.Adam, gens.parameters(), args.optimizer_impl, lr=args.lr, betas=betas)
-    opt_D = fastpath.make_optimizer(torch.optim.Adam, [*D_x.parameters(), *D_y.parameters()], args.optimizer_impl,
-                                    lr=args.lr, betas=betas)
-    G_xy, G_yx = gens.G_xy, gens.G_yx
-    for m in (G_xy, G_yx, D_x, D_y):  # in place: parameter names, hence checkpoints and exports, do not change
-        if args.channels_last:
-            fastpath.channels_last_(m)
-        fastpath.compile_(m, args.compile)
-    G_xy, G_yx, D_x, D_y, opt_G, opt_D = acc.prepare(G_xy, G_yx, D_x, D_y, opt_G, opt_D)
-    ema = EMA(gens, args.ema_decay)  # after prepare: DDP has broadcast rank 0's weights into `gens` in place
-    discriminators = nn.ModuleList([D_x, D_y])  # (only to list their gradients for the non-finite check)
-    n_params = sum(p.numel() for p in gens.parameters()) / 1e6
+    cfg = model_config(args)
+    nets = build_nets(args, cfg, acc)
+    ema = EMA(nets.gens, args.ema_decay)  # after prepare: DDP has broadcast rank 0's weights into `gens` in place
+    n_params = sum(p.numel() for p in nets.gens.parameters()) / 1e6
     run.print(f"generators G_xy + G_yx: {n_params:.2f}M parameters; discriminators: {args.disc}")
 
-    # ---- data order, pools, resume. The larger domain drives the epoch (the paper's max(|X|, |Y|)).
-    def batches_of(d: FaceData, seed: int) -> Batches:
-        return Batches(d.train, args.batch_size, seed=seed, rank=acc.process_index, world=acc.num_processes,
-                       device=run.device, on_device=data_on_device(args, d.train, run.device))
-    x_drives = len(data_x.train) >= len(data_y.train)
-    lead = batches_of(data_x if x_drives else data_y, args.seed)
-    other = batches_of(data_y if x_drives else data_x, args.seed + 1)
+    # ---- data order, pools, resume: the other domain's position and the pools are part of the train state
+    batches = DomainBatches(run, data_x, data_y)
     pools = {"x": ImagePool(args.pool_size), "y": ImagePool(args.pool_size)}
     slots = {"ema": ema}
     pool_ckpt = None
     if args.pool_size:
         pool_ckpt = slots["pools"] = PoolCheckpoint(pools, acc.num_processes, args.resolution, run.device)
-    ckpt = Checkpointer(run, slots, lead)
-    loop = Loop(run, lead, ckpt)
+    loop = Loop(run, batches.lead, Checkpointer(run, slots, batches.lead))
     extra = loop.resume()
     if extra:
-        other.load_state_dict(extra["other_batches"])
+        batches.other.load_state_dict(extra["other_batches"])
         if pool_ckpt is not None:
             pool_ckpt.restore(acc.process_index)
     log = StatsLog(run)
@@ -251,7 +186,7 @@ def main(argv=None):
     def save_state():  # collective
         if pool_ckpt is not None:
             pool_ckpt.collect(acc)
-        loop.save(other_batches=other.state_dict())
+        loop.save(other_batches=batches.other.state_dict())
 
     augment = build_augment(args.aug)
     grid_x = fixed_grid_inputs(data_x, args.grid_size, run.device)
@@ -263,55 +198,22 @@ def main(argv=None):
         save_export(path, "cyclegan", ema.module, config_dict(cfg), config_of(args), step=loop.step,
                     epoch=loop.epoch, weights="ema", train_seconds=loop.train_seconds, extra=export_extra)
 
-    gan_kw = dict(gan_loss=args.gan_loss, cycle_weight=args.cycle_weight, identity_weight=args.identity_weight)
     run.print(f"training {domains['x']} ↔ {domains['y']} for {loop.total_steps} steps "
-              f"({lead.steps_per_epoch} per epoch), from step {loop.step}")
+              f"({batches.lead.steps_per_epoch} per epoch), from step {loop.step}")
 
     for lead_batch in loop:
-        other_batch = other.next()
-        x, y = (lead_batch, other_batch) if x_drives else (other_batch, lead_batch)
-        x, y = augment(x), augment(y)
-        for opt in (opt_G, opt_D):
-            for group in opt.param_groups:
-                group["lr"] = args.lr * lr_factor(loop.step, loop.total_steps, args.lr_decay)
-        snapshot = {k: (p.images, p.count) for k, p in pools.items()}
-
-        # Generators (Zhu et al. 2017 eq. 3): fool both discriminators, cycle back, optionally stay identity.
-        # Each backward is followed by its own step: with fp16 the shared GradScaler changes its scale inside a
-        # step, so gradients must be unscaled by the scale they were made with.  The discriminators see detached
-        # fakes, so stepping G first changes nothing else.  step_if_finite skips an update whose gradients are
-        # non-finite even though its loss is finite (or that overflowed in fp16).
-        with frozen(acc, D_x, D_y):
-            loss_G, parts, fake_y, fake_x = generator_losses(G_xy, G_yx, D_x, D_y, x, y, **gan_kw)
-            ok = bool(all_finite(loss_G))
-            if ok:
-                acc.backward(loss_G)
-                ok = step_if_finite(acc, opt_G, gens)
-        # Discriminators on real images and on the history of generated ones.
-        loss_D_x = discriminator_loss(D_x, x, pools["x"].query(fake_x), args.gan_loss)
-        loss_D_y = discriminator_loss(D_y, y, pools["y"].query(fake_y), args.gan_loss)
-        if bool(all_finite(loss_D_x, loss_D_y)):
-            acc.backward(loss_D_x + loss_D_y)
-            ok = step_if_finite(acc, opt_D, discriminators) and ok
-        else:
-            ok = False
-        if not ok:  # keep non-finite fakes out of the history
-            for k, (images, count) in snapshot.items():
-                pools[k].images, pools[k].count = images, count
-        opt_G.zero_grad(set_to_none=True)
-        opt_D.zero_grad(set_to_none=True)
+        x, y = batches.pair(lead_batch)
+        losses, ok = cyclegan_update(acc, nets, pools, augment(x), augment(y), args,
+                                     lr_scale=lr_factor(loop.step, loop.total_steps, args.lr_decay))
         if not loop.tick(ok):
             continue
-        ema.update(gens)
+        ema.update(nets.gens)
 
         if loop.due("log"):
-            losses = {"loss_G": loss_G, **parts, "loss_D_x": loss_D_x, "loss_D_y": loss_D_y}
-            log.log(loop.step, {**{k: v.detach() for k, v in losses.items()},
-                                "lr": opt_G.param_groups[0]["lr"], "epoch": loop.epoch,
+            log.log(loop.step, {**losses, "lr": nets.opt_G.param_groups[0]["lr"], "epoch": loop.epoch,
                                 "img_per_s": loop.images_per_second(args.batch_size)})
             if run.is_main:
-                plot_curves(run.path("stats.jsonl"), run.path("loss.png"), CURVE_KEYS,
-                            title=f"CycleGAN {domains['x']} ↔ {domains['y']}")
+                plot_losses(run, domains)
         if loop.due("sample") and run.is_main:
             save_translation_grid(ema.module, grid_x, "xy", run.path("samples", f"xy_step{loop.step:07d}.png"))
             save_translation_grid(ema.module, grid_y, "yx", run.path("samples", f"yx_step{loop.step:07d}.png"))
@@ -322,17 +224,15 @@ def main(argv=None):
 
     if pool_ckpt is not None and loop.last_saved_step != loop.step:
         pool_ckpt.collect(acc)
-    loop.finish(other_batches=other.state_dict())
+    loop.finish(other_batches=batches.other.state_dict())
     if run.is_main:
         export(run.path("export.safetensors"))
         save_translation_grid(ema.module, grid_x, "xy", run.path("samples_xy.png"))
         save_translation_grid(ema.module, grid_y, "yx", run.path("samples_yx.png"))
-        plot_curves(run.path("stats.jsonl"), run.path("loss.png"), CURVE_KEYS,
-                    title=f"CycleGAN {domains['x']} ↔ {domains['y']}")
+        plot_losses(run, domains)
         run.print(json.dumps({"run_dir": str(run.dir), "step": loop.step, "epoch": loop.epoch,
                               "train_seconds": round(loop.train_seconds, 1),
                               "export": str(run.path("export.safetensors"))}))
-
 
 if __name__ == "__main__":
     main()

@@ -43,21 +43,21 @@ import torch
 
 from models.losses import LOSSES
 from models.patchgan import PATCHGAN_NORMS, min_resolution
-from models.perceptual import ENV_WEIGHTS, INITS, NORMALIZE, PerceptualLoss, resolve_weights_path
-from models.vae import NORMS, VAE, VAEConfig, kl_divergence
+from models.perceptual import ENV_WEIGHTS, INITS, NORMALIZE, resolve_weights_path
+from models.vae import NORMS, VAE
 from utils.argtypes import Every, nonneg_float, positive_float, positive_int
 from utils.augment import PRESETS, build_augment
 from utils.checkpoint import Checkpointer
-from utils.data import Batches, face_data_from_args, to_float
-from utils import fastpath
+from utils.data import face_data_from_args, to_float
 from utils.ema import EMA
 from utils.export import save_export
 from utils.fid_hook import TrainingFID
 from utils.images import save_grid
 from utils.loop import Loop
-from utils.run import add_common_args, config_of, data_on_device, setup_run
+from utils.run import add_common_args, config_of, setup_run, train_batches
 from utils.tracking import RunningMeans, StatsLog, plot_curves
-from utils.vae_training import DISC_BETAS, RECON_LOSSES, adv_ramp, build_discriminator, vae_update
+from utils.vae_training import (RECON_LOSSES, HeldoutEval, adv_ramp, build_nets, make_optimizers, model_config,
+                                prepare_nets, vae_update)
 
 DISC_LOSSES = ("hinge", "bce", "lsgan")
 ADV_WEIGHTS = ("adaptive", "fixed")
@@ -158,24 +158,6 @@ def run_tag(args) -> str:
 
 
 # ------------------------------------------------------------------------------------------- evaluation
-
-@torch.no_grad()
-def evaluate_heldout(model: VAE, images: torch.Tensor, batch_size: int) -> dict[str, float]:
-    """Reconstruction error of decode(μ) on held-out images, and their KL.
-
-    mse:     mean squared error per pixel value, images in [-1, 1];
-    mse_255: the same in 0–255 units (each image's mean squared error, averaged over images);
-    kl:      nats per image.
-    """
-    sq, kl, n = 0.0, 0.0, 0
-    for chunk in images.split(batch_size):
-        x = to_float(chunk.to(model.device))
-        mu, logvar = model.encode(x)
-        sq += (model.decode(mu).float() - x).pow(2).flatten(1).mean(1).sum().item()
-        kl += kl_divergence(mu, logvar).sum().item()
-        n += len(x)
-    return {"mse": sq / n, "mse_255": sq / n * 127.5 ** 2, "kl": kl / n, "images": n}
-
 
 def reconstruction_grid(model: VAE, images: torch.Tensor, path: Path) -> None:
     """Pairs (input | reconstruction), four pairs per row."""
@@ -325,47 +307,22 @@ def main(argv=None) -> None:
     fid = TrainingFID(run, data)
     labels = heldout_labels(args, data, run.print) if args.latent_plot != "none" else None
 
-    # Same initial weights on every process (the EMA copies them before DDP broadcasts rank 0's), without
-    # touching the per-process global RNG streams that resume restores.
-    cfg = VAEConfig(resolution=args.resolution, latent_dim=args.latent_dim, base_channels=args.base_channels,
-                    max_channels=args.max_channels, norm=args.norm)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(args.seed)
-        vae = VAE(cfg)
-        disc = build_discriminator(args)
-        perceptual = None
-        if args.lambda_perc > 0:
-            with acc.main_process_first():  # one download into the torch.hub cache, not one per process
-                perceptual = PerceptualLoss(args.vgg_weights, args.vgg_init, args.perc_norm).to(run.device)
-            run.print(f"perceptual loss: VGG-16 from {perceptual.source}")
+    cfg = model_config(args)
+    vae, disc, perceptual = build_nets(args, cfg, run.device, acc)
+    if perceptual is not None:
+        run.print(f"perceptual loss: VGG-16 from {perceptual.source}")
     run.print(f"VAE: {sum(p.numel() for p in vae.parameters()) / 1e6:.2f} M parameters, levels "
               f"{cfg.level_channels()}, latent {cfg.latent_dim}")
-    impl = getattr(args, "optimizer_impl", "auto")  # fused/foreach: same update rule, float rounding only
-    opt = fastpath.make_optimizer(torch.optim.Adam, vae.parameters(), impl, lr=args.lr,
-                                  betas=(args.adam_beta1, args.adam_beta2))
+    opt, opt_d = make_optimizers(args, vae, disc)
     # BatchNorm statistics recomputed for the EMA weights before each use (utils/ema.py), on training images.
     local_batch = args.batch_size // acc.num_processes
     ema = EMA(vae.to(run.device), args.ema_decay, standing=lambda m: m(
         to_float(data.train[torch.randint(len(data.train), (local_batch,))].to(run.device))))
-    if getattr(args, "channels_last", False):  # after the EMA copy: the exported VAE stays NCHW
-        for m in (vae, disc, perceptual):
-            if m is not None:
-                fastpath.channels_last_(m)
-    if args.compile:
-        vae.compile()
-    vae, opt = acc.prepare(vae, opt)
-    gan, opt_d = LOSSES[args.disc_loss], None
-    if disc is not None:
-        if args.compile:
-            disc.compile()
-        opt_d = fastpath.make_optimizer(torch.optim.Adam, disc.parameters(), impl, lr=args.disc_lr, betas=DISC_BETAS)
-        disc, opt_d = acc.prepare(disc, opt_d)
+    vae, opt, disc, opt_d = prepare_nets(acc, args, vae, opt, disc, opt_d, perceptual)  # after the EMA copy
+    gan = LOSSES[args.disc_loss]
 
-    batches = Batches(data.train, args.batch_size, seed=args.seed, rank=acc.process_index,
-                      world=acc.num_processes, device=run.device,
-                      on_device=data_on_device(args, data.train, run.device))
-    ckpt = Checkpointer(run, {"ema": ema}, batches)
-    loop = Loop(run, batches, ckpt)
+    batches = train_batches(run, data.train, args.seed)
+    loop = Loop(run, batches, Checkpointer(run, {"ema": ema}, batches))
     loop.resume()
     log = StatsLog(run)
     if loop.step > 0:
@@ -374,6 +331,7 @@ def main(argv=None) -> None:
     disc_start = args.disc_start.steps(batches.steps_per_epoch)
     ramp_steps = args.adv_ramp.steps(batches.steps_per_epoch)
     eval_images = data.heldout[:args.eval_images] if args.eval_images > 0 else data.heldout
+    heldout = HeldoutEval(run, log, ema, eval_images, args.batch_size)
     show = data.heldout[:16]
     fixed_z = torch.randn(64, cfg.latent_dim, generator=torch.Generator().manual_seed(args.seed))
     running = RunningMeans()
@@ -383,20 +341,8 @@ def main(argv=None) -> None:
                     weights="ema", train_seconds=loop.train_seconds,
                     extra={"heldout": metrics or {}, "data": data.info, "vgg": getattr(perceptual, "source", None)})
 
-    last_eval = {}
-
-    def evaluate(tag: str) -> dict:
-        if last_eval.get("step") == loop.step:  # the final evaluation often coincides with a periodic one
-            return last_eval["metrics"]
-        m = evaluate_heldout(ema.for_sampling(), eval_images, args.batch_size)
-        last_eval.update(step=loop.step, metrics=m)
-        log.log(loop.step, {"epoch": loop.epoch, **m}, kind="eval")
-        run.print(f"{tag} step {loop.step} (epoch {loop.epoch}): held-out recon MSE {m['mse']:.5f} per pixel in "
-                  f"[-1,1] = {m['mse_255']:.1f} in 0-255 units, KL {m['kl']:.2f} nats ({m['images']} images)")
-        return m
-
     if run.is_main and loop.step == 0:
-        evaluate("eval")
+        heldout(loop)
     run.print(f"training {loop.total_steps} steps ({batches.steps_per_epoch}/epoch), discriminator "
               f"{'from step ' + str(disc_start) if disc is not None else 'off'}"
               + (f", {args.adv_weight} adversarial weight" if disc is not None else "")
@@ -421,18 +367,17 @@ def main(argv=None) -> None:
             sampler = ema.for_sampling()
             save_grid(sampler.sample(len(fixed_z), z=fixed_z), run.path("samples", f"step{loop.step:07d}.png"))
             reconstruction_grid(sampler, show, run.path("recon", f"step{loop.step:07d}.png"))
-            evaluate("eval")
+            heldout(loop)
         if loop.due("fid"):
             fid(ema.for_sampling(), loop.step)
         if loop.due("export") and run.is_main:
-            export(run.path("exports", f"step{loop.step:07d}.safetensors"),
-                   last_eval["metrics"] if last_eval.get("step") == loop.step else None)
+            export(run.path("exports", f"step{loop.step:07d}.safetensors"), heldout.at(loop.step))
         if loop.due("save"):
             loop.save()
     loop.finish()
 
     if run.is_main:
-        metrics = evaluate("final")
+        metrics = heldout(loop, "final")
         export(run.path("export.safetensors"), metrics)
         save_grid(ema.for_sampling().sample(len(fixed_z), z=fixed_z), run.path("samples.png"))
         reconstruction_grid(ema.for_sampling(), show, run.path("reconstructions.png"))

@@ -237,19 +237,9 @@ def build_models(family: str, targs, device: torch.device) -> dict:
         G, D = build_nets(targs, model_config(targs))
         return {"G": G.to(device), "D": D.to(device)}
     if family == "vae":
-        from models.perceptual import PerceptualLoss
-        from models.vae import VAE, VAEConfig
-        from utils.vae_training import build_discriminator
-        cfg = VAEConfig(resolution=targs.resolution, latent_dim=targs.latent_dim, base_channels=targs.base_channels,
-                        max_channels=targs.max_channels, norm=targs.norm)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(targs.seed)
-            out = {"vae": VAE(cfg).to(device)}
-            if targs.lambda_adv > 0:
-                out["disc"] = build_discriminator(targs).to(device)
-            if targs.lambda_perc > 0:
-                out["perceptual"] = PerceptualLoss(targs.vgg_weights, targs.vgg_init, targs.perc_norm).to(device)
-        return out
+        from utils.vae_training import build_nets, model_config
+        nets = dict(zip(("vae", "disc", "perceptual"), build_nets(targs, model_config(targs), device)))
+        return {k: m.to(device) for k, m in nets.items() if m is not None}
     from models.ddpm import DiffusionModel, train_scheduler
     from utils.ddpm_training import model_config
     with torch.random.fork_rng(devices=[]):
@@ -308,20 +298,11 @@ def our_step(family: str, targs, models: dict, data, device: torch.device) -> Ca
     if family == "vae":
         from models.losses import LOSSES
         from utils.tracking import RunningMeans
-        from utils.vae_training import vae_update
+        from utils.vae_training import make_optimizers, prepare_nets, vae_update
         vae, disc, perceptual = models["vae"], models.get("disc"), models.get("perceptual")
         ema = EMA(vae, targs.ema_decay).to(device)
-        opt = optimizer_of("vae", targs, vae)
-        opt_d = optimizer_of("disc", targs, disc) if disc is not None else None
-        for m in (vae, disc, perceptual):
-            if m is not None and cl:
-                fastpath.channels_last_(m)
-        for m in (vae, disc):
-            if m is not None:
-                fastpath.compile_(m, targs.compile)
-        vae, opt = acc.prepare(vae, opt)
-        if disc is not None:
-            disc, opt_d = acc.prepare(disc, opt_d)
+        opt, opt_d = make_optimizers(targs, vae, disc)
+        vae, opt, disc, opt_d = prepare_nets(acc, targs, vae, opt, disc, opt_d, perceptual)
         gan, running = LOSSES[targs.disc_loss], RunningMeans()
 
         def step():  # the statements of train_vae.main's loop body
@@ -336,7 +317,8 @@ def our_step(family: str, targs, models: dict, data, device: torch.device) -> Ca
     from utils.ddpm_training import QuartileLoss, ddpm_update, lr_at
     model, scheduler = models["model"], models["scheduler"]
     ema = EMA(model, targs.ema_decay).to(device)
-    opt = optimizer_of("ddpm", targs, model)
+    opt = fastpath.make_optimizer(torch.optim.AdamW, model.parameters(), targs.optimizer_impl, lr=targs.lr,
+                                  betas=(targs.beta1, targs.beta2), weight_decay=targs.weight_decay)
     if cl:
         fastpath.channels_last_(model)
     fastpath.compile_(model.unet, targs.compile)
@@ -354,20 +336,6 @@ def our_step(family: str, targs, models: dict, data, device: torch.device) -> Ca
         state["step"] += 1
         return {"loss": per_sample.detach().mean()}
     return step
-
-
-def optimizer_of(which: str, targs, module) -> torch.optim.Optimizer:
-    """The optimizer the trainer builds, through utils.fastpath (implementation = targs.optimizer_impl)."""
-    impl = targs.optimizer_impl
-    if which == "vae":
-        return fastpath.make_optimizer(torch.optim.Adam, module.parameters(), impl, lr=targs.lr,
-                                       betas=(targs.adam_beta1, targs.adam_beta2))
-    if which == "disc":
-        from utils.vae_training import DISC_BETAS
-        return fastpath.make_optimizer(torch.optim.Adam, module.parameters(), impl, lr=targs.disc_lr,
-                                       betas=DISC_BETAS)
-    return fastpath.make_optimizer(torch.optim.AdamW, module.parameters(), impl, lr=targs.lr,
-                                   betas=(targs.beta1, targs.beta2), weight_decay=targs.weight_decay)
 
 
 # ------------------------------------------------------------------------------------------------ textbook loop

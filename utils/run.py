@@ -1,8 +1,8 @@
 """What every trainer shares: common flags, Accelerate setup, run directory, periodic schedules.
 
 Each ``train_*.py`` owns its flags and its loop, and imports its step from its family's library module
-(utils/gan_training.py, vae_training.py, ddpm_training.py); this module owns the rest so the scripts read
-the same way (DiT-style: setup → build → loop → save).  Flag types are in utils/argtypes.py.
+(utils/gan_training.py, vae_training.py, ddpm_training.py, cyclegan_training.py); this module owns the rest so
+the scripts read the same way (DiT-style: setup → build → loop → save).  Flag types are in utils/argtypes.py.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from utils.argtypes import Every, positive_int, seed_int, unit_float
-from utils.data import add_data_args
+from utils.data import Batches, add_data_args
 from utils.fastpath import add_fastpath_args
 
 # Flags that change neither the model nor the data nor the optimisation; excluded from the run-name hash
@@ -258,6 +258,14 @@ def _trackers():
 
 def _flat_config(args) -> dict:
     return {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in config_of(args).items()}
+
+
+def train_batches(run: Run, images: torch.Tensor, seed: int) -> Batches:
+    """This process's share of seeded, resumable --batch-size batches of ``images``, held on the device when
+    --data-on-device allows."""
+    acc = run.accelerator
+    return Batches(images, run.args.batch_size, seed=seed, rank=acc.process_index, world=acc.num_processes,
+                   device=run.device, on_device=data_on_device(run.args, images, run.device))
 
 
 def data_on_device(args, images: torch.Tensor, device: torch.device) -> bool:

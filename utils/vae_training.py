@@ -1,14 +1,20 @@
-"""VAE training (train_vae.py, plan phase 3): every term of the objective, VQGAN's adaptive adversarial weight,
-the PatchGAN of the flags, and one update of the VAE and its discriminator.  The objective and its reasons are
-described at the top of train_vae.py; bench/train_throughput.py times this same step.
+"""VAE training (train_vae.py, plan phase 3): the nets and optimizers of the flags, every term of the objective,
+VQGAN's adaptive adversarial weight, one update of the VAE and its discriminator, and the held-out evaluation.
+The objective and its reasons are described at the top of train_vae.py; bench/train_throughput.py builds and
+times these same nets and step.
 """
 from __future__ import annotations
+
+import contextlib
 
 import torch
 
 from models.patchgan import PatchDiscriminator
-from models.vae import VAE, kl_divergence
+from models.perceptual import PerceptualLoss
+from models.vae import VAE, VAEConfig, kl_divergence
+from utils import fastpath
 from utils.checkpoint import all_finite, step_if_finite
+from utils.data import to_float
 
 RECON_LOSSES = {
     "mse": lambda x_hat, x: (x_hat - x).pow(2).mean(),  # Gaussian decoder, σ² = ½
@@ -19,6 +25,65 @@ ADAPTIVE_EPS, ADAPTIVE_MAX = 1e-4, 1e4
 # Adam betas of the discriminator, as in VQGAN (taming-transformers) — momentum 0.5 keeps the GAN game stable.
 DISC_BETAS = (0.5, 0.9)
 
+
+# ------------------------------------------------------------------------------------------------ nets
+
+def model_config(args) -> VAEConfig:
+    return VAEConfig(resolution=args.resolution, latent_dim=args.latent_dim, base_channels=args.base_channels,
+                     max_channels=args.max_channels, norm=args.norm)
+
+
+def build_discriminator(args) -> PatchDiscriminator | None:
+    """The PatchGAN of these flags, None when --lambda-adv is 0."""
+    if args.lambda_adv <= 0:
+        return None
+    return PatchDiscriminator(3, args.disc_ndf, args.disc_layers, args.disc_norm, spectral_norm=args.disc_sn)
+
+
+def build_nets(args, cfg: VAEConfig, device, acc=None):
+    """(VAE, PatchGAN or None, perceptual loss or None), the same initial weights on every process (the EMA copies
+    them before DDP broadcasts rank 0's), built under --seed without touching the per-process global RNG streams
+    that resume restores.  The VAE and the PatchGAN stay on the CPU; the (untrained) perceptual loss goes to
+    ``device``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(args.seed)
+        vae = VAE(cfg)
+        disc = build_discriminator(args)
+        perceptual = None
+        if args.lambda_perc > 0:
+            # Under Accelerate one download into the torch.hub cache, not one per process.
+            with acc.main_process_first() if acc is not None else contextlib.nullcontext():
+                perceptual = PerceptualLoss(args.vgg_weights, args.vgg_init, args.perc_norm).to(device)
+    return vae, disc, perceptual
+
+
+def make_optimizers(args, vae: VAE, disc: PatchDiscriminator | None):
+    """(Adam of the VAE, Adam of the discriminator or None) with the kernels of --optimizer-impl (fused/foreach:
+    the same update rule, float rounding only)."""
+    impl = getattr(args, "optimizer_impl", "auto")
+    opt = fastpath.make_optimizer(torch.optim.Adam, vae.parameters(), impl, lr=args.lr,
+                                  betas=(args.adam_beta1, args.adam_beta2))
+    if disc is None:
+        return opt, None
+    return opt, fastpath.make_optimizer(torch.optim.Adam, disc.parameters(), impl, lr=args.disc_lr, betas=DISC_BETAS)
+
+
+def prepare_nets(acc, args, vae, opt, disc, opt_d, perceptual):
+    """NHWC and compiled as the flags ask (in place: state-dict keys stay the same), then prepared; returns
+    (vae, opt, disc, opt_d).  Call it after the EMA copy, so that the exported VAE stays NCHW."""
+    for m in (vae, disc, perceptual):
+        if m is not None and getattr(args, "channels_last", False):
+            fastpath.channels_last_(m)
+    for m in (vae, disc):
+        if m is not None:
+            fastpath.compile_(m, args.compile)
+    vae, opt = acc.prepare(vae, opt)
+    if disc is not None:
+        disc, opt_d = acc.prepare(disc, opt_d)
+    return vae, opt, disc, opt_d
+
+
+# ------------------------------------------------------------------------------------------------ objective
 
 def vae_terms(args, x_hat, x, mu, logvar, perceptual, disc_module, gan, *, last_layer: torch.Tensor | None = None,
               adv_scale: float = 1.0, grad_scale: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -86,12 +151,7 @@ def fp16_grad_scale(acc) -> torch.Tensor | None:
     return scale if scale is not None else torch.tensor(scaler.get_scale(), device=acc.device)
 
 
-def build_discriminator(args) -> PatchDiscriminator | None:
-    """The PatchGAN of these flags, None when --lambda-adv is 0."""
-    if args.lambda_adv <= 0:
-        return None
-    return PatchDiscriminator(3, args.disc_ndf, args.disc_layers, args.disc_norm, spectral_norm=args.disc_sn)
-
+# ------------------------------------------------------------------------------------------------ the step
 
 def frozen_logits(disc: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """D(x) with D's parameters frozen: the VAE step must not leave gradients in the discriminator."""
@@ -143,3 +203,46 @@ def vae_update(acc, vae, opt, disc, opt_d, gan, perceptual, x, args, adv_scale: 
         acc.backward(terms["d_loss"])
         ok = step_if_finite(acc, opt_d, disc) and ok
     return terms, ok
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+
+@torch.no_grad()
+def evaluate_heldout(model: VAE, images: torch.Tensor, batch_size: int) -> dict[str, float]:
+    """Reconstruction error of decode(μ) on held-out images, and their KL.
+
+    mse:     mean squared error per pixel value, images in [-1, 1];
+    mse_255: the same in 0–255 units (each image's mean squared error, averaged over images);
+    kl:      nats per image.
+    """
+    sq, kl, n = 0.0, 0.0, 0
+    for chunk in images.split(batch_size):
+        x = to_float(chunk.to(model.device))
+        mu, logvar = model.encode(x)
+        sq += (model.decode(mu).float() - x).pow(2).flatten(1).mean(1).sum().item()
+        kl += kl_divergence(mu, logvar).sum().item()
+        n += len(x)
+    return {"mse": sq / n, "mse_255": sq / n * 127.5 ** 2, "kl": kl / n, "images": n}
+
+
+class HeldoutEval:
+    """``evaluate_heldout`` of the EMA VAE, logged as an 'eval' record and printed; at most once per step (the final
+    evaluation often coincides with a periodic one)."""
+
+    def __init__(self, run, log, ema, images: torch.Tensor, batch_size: int):
+        self.run, self.log, self.ema, self.images, self.batch_size = run, log, ema, images, batch_size
+        self.step, self.metrics = None, None
+
+    def __call__(self, loop, tag: str = "eval") -> dict:
+        if self.step == loop.step:
+            return self.metrics
+        m = evaluate_heldout(self.ema.for_sampling(), self.images, self.batch_size)
+        self.step, self.metrics = loop.step, m
+        self.log.log(loop.step, {"epoch": loop.epoch, **m}, kind="eval")
+        self.run.print(f"{tag} step {loop.step} (epoch {loop.epoch}): held-out recon MSE {m['mse']:.5f} per pixel "
+                       f"in [-1,1] = {m['mse_255']:.1f} in 0-255 units, KL {m['kl']:.2f} nats ({m['images']} images)")
+        return m
+
+    def at(self, step: int) -> dict | None:
+        """The metrics of ``step`` if it was evaluated, else None."""
+        return self.metrics if self.step == step else None
