@@ -1,4 +1,4 @@
-"""Explore the latent space of a GAN or VAE export (seeds 002, 004).
+"""Explore the latent space of a GAN or VAE export (docs/plan.md, s002 and s004).
 
     python explore_latent.py --ckpt runs/<name>/export.safetensors --out runs/<name>/explore --mode all --gif
     python explore_latent.py --ckpt runs/<stylegan>/export.safetensors --out explore_w --space w --mode interp

@@ -1,4 +1,4 @@
-"""Train an ACGAN (Odena et al. 2017): faces conditioned on a binary CelebA attribute (seed 003).
+"""Train an ACGAN (Odena et al. 2017): faces conditioned on a binary CelebA attribute (docs/plan.md, s003).
 
     accelerate launch train_acgan.py --attr Smiling                                    # built-in synthetic faces
     accelerate launch train_acgan.py --data faces/ --attr-file list_attr_celeba.txt --attr Male --loss hinge

@@ -59,8 +59,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--d-norm", type=str, default=None, choices=D_NORMS,
                    help="critic normalisation (default: none with --sn, instance for wgan-gp, else batch)")
     g.add_argument("--upsample", type=str, default=None, choices=UPSAMPLE_MODES,
-                   help="generator upsampling: fractionally-strided conv or resize-convolution (seeds 001/004); "
-                        "default transposed for dcgan, bilinear for stylegan-lite")
+                   help="generator upsampling: fractionally-strided conv or resize-convolution "
+                        "(docs/plan.md, s001/s004); default transposed for dcgan, bilinear for stylegan-lite")
     g.add_argument("--style-mode", type=str, default="adain", choices=STYLE_MODES,
                    help="stylegan-lite style injection: AdaIN (StyleGAN) or weight (de)modulation (StyleGAN2)")
     g.add_argument("--mapping-layers", type=positive_int, default=4, help="stylegan-lite z→w MLP depth")
@@ -72,7 +72,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--loss", type=str, default="bce", choices=list(LOSSES), help="GAN objective")
     g.add_argument("--n-critic", type=positive_int, default=None, help="critic updates per generator update")
     g.add_argument("--n-critic-schedule", type=str, default="constant", choices=["constant", "wgan"],
-                   help="'wgan' (seed 004): 20 critic updates for the first 50 G steps and every 500th, else --n-critic")
+                   help="'wgan' (docs/plan.md, s004): 20 critic updates for the first 50 G steps and every 500th, "
+                        "else --n-critic")
     g.add_argument("--gp-lambda", type=nonneg_float, default=10.0, help="gradient-penalty weight (wgan-gp)")
     g.add_argument("--clip", type=positive_float, default=None, help="weight-clipping bound (wgan-clip; default 0.01)")
     g.add_argument("--label-smoothing", type=unit_float, default=0.0,
@@ -90,7 +91,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--beta2", type=float, default=None, help="Adam beta2 (default per loss: 0.999 or 0.9)")
     g.add_argument("--momentum", type=float, default=0.9, help="momentum of sgd / nesterov")
     g.add_argument("--lr-schedule", type=str, default="none", choices=LR_SCHEDULES,
-                   help="learning-rate schedule of both nets (seed 002): step = x gamma every period, "
+                   help="learning-rate schedule of both nets (docs/plan.md, s002): step = x gamma every period, "
                         "exp = continuous x gamma per period, cosine = to --lr-min at the end")
     g.add_argument("--lr-gamma", type=positive_float, default=0.7, help="decay factor per period (step, exp)")
     g.add_argument("--lr-period", type=Every, default=Every("10ep"), help="decay period (step, exp), steps or 'Nep'")

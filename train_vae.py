@@ -119,7 +119,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--eval-images", type=int, default=0,
                    help="held-out images for the reconstruction MSE / KL computed with each sample grid (0 = all)")
     g.add_argument("--latent-plot", type=str, default="tsne", choices=["tsne", "pca", "none"],
-                   help="2-D embedding of held-out posterior means, drawn at the end (seed 003)")
+                   help="2-D embedding of held-out posterior means, drawn at the end (docs/plan.md, s003)")
     g.add_argument("--latent-points", type=positive_int, default=2000, help="held-out images in the latent plot")
     g.add_argument("--attr-file", type=str, default=None,
                    help="CelebA-style list_attr_celeba.txt colouring the latent plot (synthetic data: built in)")
@@ -264,7 +264,7 @@ def heldout_labels(args, data, say) -> tuple[np.ndarray, np.ndarray, str] | None
 
 @torch.no_grad()
 def latent_plot(model: VAE, data, labels, method: str, max_points: int, seed: int, path: Path) -> None:
-    """2-D t-SNE or PCA of held-out posterior means, coloured by a binary attribute (seed 003, §5)."""
+    """2-D t-SNE or PCA of held-out posterior means, coloured by a binary attribute (docs/plan.md, s003)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -1,6 +1,6 @@
 """FID end to end (generate + resize + features + statistics): utils.metrics vs clean-fid's compute_fid(gen=...).
 
-    python bench/fid_throughput.py --num-samples 10000 --device cuda                  # the issue's FID-10k, 64²
+    python bench/fid_throughput.py --num-samples 10000 --device cuda                  # FID-10k at 64²
     python bench/fid_throughput.py --num-samples 128 --n-real 128 --device cpu        # CPU figures (slow Inception)
     python bench/fid_throughput.py --ckpt runs/.../export.safetensors --real aligned/ # a trained generator
 
@@ -175,7 +175,7 @@ def run_ours(args, sample_fn, real_dir: Path, device, weights) -> dict:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--num-samples", type=int, default=10000, help="generated images (the issue's FID-10k)")
+    p.add_argument("--num-samples", type=int, default=10000, help="generated images (default: FID-10k)")
     p.add_argument("--n-real", type=int, default=5000, help="real images when --real is not given (synthetic)")
     p.add_argument("--real", type=str, default=None, help="folder of real images (default: synthetic held-out)")
     p.add_argument("--ckpt", type=str, default=None, help="export to sample from (default: random DCGAN-64)")

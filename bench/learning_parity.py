@@ -14,7 +14,7 @@ images excluded), at the same resolution, batch size and number of steps:
               ConvTranspose generator / conv discriminator with BatchNorm, DCGAN init, BCELoss, Adam 2e-4 β1 0.5,
               fp32), one up/down block fewer at 32 px, samples from the live generator in train mode, as the
               example draws its grids;
-      * vae:  a textbook VAE loop (the PyTorch examples VAE / seed-003 style: summed squared error + KL, Adam
+      * vae:  a textbook VAE loop (the PyTorch examples VAE, as in docs/plan.md s003: summed squared error + KL, Adam
               1e-3) on the same nets (models/vae.py), samples decoded from the prior by the live model;
       * ddpm: the diffusers train_unconditional.py loop (UNet2DModel of the same config, DDPMScheduler.add_noise,
               ε-MSE, AdamW with its defaults, cosine LR with warm-up, diffusers' EMAModel), sampled with
@@ -299,7 +299,7 @@ def reference_ddpm(a, folder: Path, seed: int, ckpt: Path, model_config: dict):
         model.load_state_dict(state["model"]), ema_model.load_state_dict(state["ema"])
     ema_model.copy_to(model.parameters())
     model.eval()
-    # The same DDIM settings as our sampler (the issue of parity is training, not the sampler's defaults).
+    # The same DDIM settings as our sampler (parity is about training, not the sampler's defaults).
     ddim = DDIMScheduler.from_config(noise_scheduler.config, timestep_spacing=cfg.timestep_spacing,
                                      set_alpha_to_one=cfg.set_alpha_to_one, clip_sample=cfg.clip_sample)
     pipeline = DDIMPipeline(unet=model, scheduler=ddim)

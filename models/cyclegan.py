@@ -1,6 +1,6 @@
 """CycleGAN (Zhu et al. 2017, "Unpaired Image-to-Image Translation using Cycle-Consistent Adversarial Networks").
 
-Two generators G_xy: X→Y and G_yx: Y→X, two discriminators D_x and D_y.  The generator follows seed 001
+Two generators G_xy: X→Y and G_yx: Y→X, two discriminators D_x and D_y.  The generator follows docs/plan.md, s001
 (CMU 16-726 assignment 3, "CycleGenerator"): a strided-conv encoder, a few residual blocks at 1/4 resolution
 and an upsample(nearest)+conv decoder instead of transposed convolutions (which avoids checkerboard
 artefacts, Odena et al. 2016).  It is much smaller than the paper's 9-block ResNet generator.

@@ -101,7 +101,7 @@ class DCGANGenerator(nn.Module):
         n = num_doublings(cfg.resolution)
         width = [cfg.ngf * min(cfg.max_mult, 2 ** (n - 1 - k)) for k in range(n)]  # channels at 4·2^k px
         affine_norm = cfg.g_norm != "none"   # a following norm has its own shift, so the conv needs no bias
-        # Projection of z to a 4×4 map (Linear + reshape, as in DCGAN / seed 004).
+        # Projection of z to a 4×4 map (Linear + reshape, as in DCGAN / docs/plan.md, s004).
         self.project = nn.Linear(cfg.latent_dim, width[0] * 16, bias=not affine_norm)
         self.project_act = nn.Sequential(norm_layer(cfg.g_norm, width[0]), nn.ReLU(inplace=True))
         blocks = []

@@ -3,7 +3,7 @@
 * ``SelfAttention``: the plan's SAGAN block (Zhang et al. 2019, "Self-Attention GANs").
 * ``norm_layer``: one factory for the normalisations the flags name (batch / group / instance / layer / none).
 * ``up_conv``: 2× upsampling by a fractionally-strided convolution or by resize-convolution
-  (Odena et al. 2016, "Deconvolution and checkerboard artifacts"; seeds 001 and 004).
+  (Odena et al. 2016, "Deconvolution and checkerboard artifacts"; docs/plan.md, s001 and s004).
 * ``apply_spectral_norm``: spectral normalisation of every conv/linear weight (Miyato et al. 2018).
 * ``dcgan_init_``: N(0, 0.02) weights as in Radford et al. 2016.
 """

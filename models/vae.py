@@ -1,6 +1,6 @@
 """Convolutional VAE (plan phase 3): encoder → (μ, log σ²) → reparameterised z → decoder.
 
-Architecture follows the DCGAN-style VAE of seed 003 (strided 4×4 convs + norm + LeakyReLU down to a
+Architecture follows the DCGAN-style VAE of docs/plan.md, s003 (strided 4×4 convs + norm + LeakyReLU down to a
 4×4 map, linear heads for μ and log σ², linear projection back, tanh output), with the plan's decoder
 fix: each upsampling is ``Upsample(nearest) + Conv3×3`` instead of ``ConvTranspose2d``, which removes
 checkerboard artifacts (Odena et al., "Deconvolution and Checkerboard Artifacts", Distill 2016).
@@ -34,8 +34,8 @@ class VAEConfig:
     latent_dim: int = 256       # plan 3.1
     base_channels: int = 64     # channels of the first encoder level; doubled per level
     max_channels: int = 512     # cap on the doubling
-    bottom: int = 4             # spatial size of the last encoder feature map (seed 003: 4×4)
-    norm: str = "batch"         # seed 003 uses BatchNorm; 'group' removes batch coupling
+    bottom: int = 4             # spatial size of the last encoder feature map (s003: 4×4)
+    norm: str = "batch"         # s003 uses BatchNorm; 'group' removes batch coupling
 
     def __post_init__(self):
         if self.norm not in NORMS:

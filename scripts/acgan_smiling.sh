@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# ACGAN (seed 003; Odena et al. 2017) conditioned on Smiling: class-conditional DCGAN generator (label
+# ACGAN (docs/plan.md, s003; Odena et al. 2017) conditioned on Smiling: class-conditional DCGAN generator (label
 # embedding concatenated to z=100), DCGAN discriminator with real/fake + auxiliary class heads, BCE + class CE
 # (weight 1), Adam 2e-4 beta=(0.5, 0.999), 64x64.  Writes class_grid.png (rows share z, columns differ only in the
 # class); evaluate.py adds per-class FID (vs the held-out real images of the class) and the attribute-classifier

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Seed 001 comparison — CycleGAN with DCGAN-style discriminators (one global logit per image); the
-# s001 rows differ only in --disc. Upsample+conv generators, LSGAN + cycle λ=10, 10000 iterations as in the seed.
+# docs/plan.md, s001 — CycleGAN with DCGAN-style discriminators (one global logit per image); the
+# s001 rows differ only in --disc. Upsample+conv generators, LSGAN + cycle λ=10, 10000 iterations as in s001.
 # Domains: DATA_X/DATA_Y (two image folders) if both are set, else DATA (default synthetic) split by ATTR (default
 # Smiling, with ATTR_FILE for a folder source).
 # Usage: DATA_X=apples DATA_Y=oranges scripts/cyclegan_s001_dc.sh [extra train_cyclegan.py flags, e.g. --max-steps 20]

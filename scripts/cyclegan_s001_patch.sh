@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Seed 001 comparison — CycleGAN with PatchGAN discriminators (one logit per 70x70 patch at 64 px); the
-# s001 rows differ only in --disc. Upsample+conv generators, LSGAN + cycle λ=10, 10000 iterations as in the seed.
+# docs/plan.md, s001 — CycleGAN with PatchGAN discriminators (one logit per 70x70 patch at 64 px); the
+# s001 rows differ only in --disc. Upsample+conv generators, LSGAN + cycle λ=10, 10000 iterations as in s001.
 # Domains: DATA_X/DATA_Y (two image folders) if both are set, else DATA (default synthetic) split by ATTR (default
 # Smiling, with ATTR_FILE for a folder source).
 # Usage: DATA_X=apples DATA_Y=oranges scripts/cyclegan_s001_patch.sh [extra train_cyclegan.py flags, e.g. --max-steps 20]

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Latent exploration of a trained export (seeds 002/004): ±3σ sweeps of 8 dimensions, pixel crossfade vs
+# Latent exploration of a trained export (docs/plan.md, s002 and s004): ±3σ sweeps of 8 dimensions, pixel crossfade vs
 # lerp/slerp interpolation (StyleGAN-lite: Z vs W; VAE: also between encoded held-out images), looping GIFs, and
 # nearest training images of 16 samples (memorisation check, pixel and Inception feature space).
 # Usage: scripts/explore_latent.sh runs/<name>/export.safetensors [extra explore_latent.py flags, e.g. --space w]

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Seed 004 comparison — DCGAN: BCE, Adam 2e-4 beta=(0.5, 0.999), one D step per G step, z=100, 64x64.
+# docs/plan.md, s004 — DCGAN: BCE, Adam 2e-4 beta=(0.5, 0.999), one D step per G step, z=100, 64x64.
 # Usage: DATA=path/to/aligned_faces scripts/gan_s004_dcgan.sh [extra train_gan.py flags, e.g. --max-steps 20 --resolution 32]
 set -euo pipefail
 cd "$(dirname "$0")/.."

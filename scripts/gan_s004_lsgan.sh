@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Seed 004 comparison — LSGAN (Mao et al. 2017): least-squares loss, otherwise the DCGAN row's settings.
+# docs/plan.md, s004 — LSGAN (Mao et al. 2017): least-squares loss, otherwise the DCGAN row's settings.
 # Usage: DATA=path/to/aligned_faces scripts/gan_s004_lsgan.sh [extra train_gan.py flags, e.g. --max-steps 20 --resolution 32]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Seed 004 comparison — WGAN with weight clipping (Arjovsky et al. 2017): RMSProp 5e-5, clip 0.01, n_critic 5 with
-# seed 004's schedule (20 critic steps for the first 50 G steps and every 500th), same DCGAN nets (BatchNorm critic).
+# docs/plan.md, s004 — WGAN with weight clipping (Arjovsky et al. 2017): RMSProp 5e-5, clip 0.01, n_critic 5 with
+# the original WGAN code's schedule (20 critic steps for the first 50 G steps and every 500th), same DCGAN nets (BatchNorm critic).
 # Usage: DATA=path/to/aligned_faces scripts/gan_s004_wgan-clip.sh [extra train_gan.py flags, e.g. --max-steps 20 --resolution 32]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# StyleGAN-lite (seed 002): 4-layer mapping MLP z→w (z=w=128), constant 4x4 input, AdaIN styles
+# StyleGAN-lite (docs/plan.md, s002): 4-layer mapping MLP z→w (z=w=128), constant 4x4 input, AdaIN styles
 # (Karras et al. 2019), bilinear resize-conv upsampling; DCGAN critic with WGAN-GP (lambda 10, n_critic 2,
 # Adam 1e-4 beta=(0, 0.9), InstanceNorm critic), 64x64.  StyleGAN2 weight demodulation: add --style-mode modulated.
 # Env: DATA (default synthetic), OUT (run parent, default runs), EVAL_ARGS (extra evaluate.py flags).

@@ -18,7 +18,7 @@ def astronaut():
 
 
 def make_bad_corpus(folder, astronaut):
-    """Every kind of input the issue names; returns {filename: expected reason or None for usable}."""
+    """Every kind of awkward input the loader must handle; returns {filename: expected reason or None for usable}."""
     folder.mkdir(parents=True, exist_ok=True)
     good = astronaut
     Image.fromarray(good).save(folder / "rgb.jpg")

@@ -26,7 +26,7 @@ def tiny_model(seed: int = 0, **kw) -> DiffusionModel:
 # ---------------------------------------------------------------------------------------------- schedules, targets
 
 def cosine_betas(T: int, s: float = 0.008):
-    """The plan's (seed 000, phase 4.2) cosine schedule, verbatim."""
+    """The plan's cosine schedule (docs/plan.md, plan 4.2), verbatim."""
     t = torch.linspace(0, T, T + 1)
     f = torch.cos((t / T + s) / (1 + s) * math.pi / 2) ** 2
     alpha_bar = f / f[0]

@@ -275,7 +275,7 @@ def test_unknown_metric_is_rejected_by_argparse():
     assert e.value.code == 2
 
 
-# ------------------------------------------------------------------------------------------------ issue: 2026 metrics
+# ------------------------------------------------------------------------------------- density/coverage, FD-DINOv2
 
 def test_density_coverage_and_fd_dinov2_in_metrics_json(setup, monkeypatch, tmp_path, capsys):
     """density/coverage on the P/R features and FD-DINOv2 on a tiny random ViT of timm's DINOv2 class: each entry

@@ -18,7 +18,7 @@ Presets (``describe_presets()`` prints them for ``--help``):
 * ``flip``            horizontal flip, p = 0.5 per sample.
 * ``flip-rot-jitter`` flip p = 0.5; rotation U(-5, 5) degrees; brightness,
                       contrast factors U(0.9, 1.1); saturation U(0.95, 1.05).
-* ``deluxe``          (seed 001) RandomResizedCrop with area scale U(0.8, 1.0)
+* ``deluxe``          (s001) RandomResizedCrop with area scale U(0.8, 1.0)
                       and aspect ratio log-U(0.9, 1.1) resized back to H x W;
                       flip p = 0.5; autocontrast p = 0.5.
 

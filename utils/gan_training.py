@@ -9,7 +9,7 @@ from models.gan import GANConfig, build_critic, build_generator
 from models.losses import clip_weights_, critic_metric, gradient_penalty
 from utils.checkpoint import step_if_finite
 
-# Seed 004 (after Arjovsky's WGAN code): 20 critic iterations for the first 50 generator steps and on every
+# docs/plan.md, s004 (after Arjovsky's WGAN code): 20 critic iterations for the first 50 generator steps and on every
 # 500th, otherwise --n-critic.
 WGAN_WARMUP_STEPS, WGAN_BURST_PERIOD, WGAN_BURST_ITERS = 50, 500, 20
 
