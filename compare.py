@@ -529,6 +529,8 @@ def row_figures(row: Row, args, fig_dir: Path, extractors: Extractors, device) -
     wanted = [k for k in args.figures if k != "curves"]
     if not wanted:
         return []
+    if row.is_floor:
+        return []
     if row.export_path is None:
         return [f"{row.name}: no export found for its metrics.json; figures skipped"]
     problems = []
@@ -617,7 +619,8 @@ def run(args) -> dict[str, list[Row]]:
     if not rows:
         raise CompareError(f"no usable metrics.json under {', '.join(args.inputs)} "
                            f"({len(skipped)} skipped{': ' + skipped[0] if skipped else ''}); run evaluate.py first")
-    tables = group_rows(rows, args.table)
+    tables, unplaced = group_rows(rows, args.table)
+    skipped += unplaced
     if not tables:
         raise CompareError(f"no rows belong to table {args.table!r} (found: "
                            f"{', '.join(sorted({r.table for r in rows}))})")

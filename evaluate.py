@@ -3,6 +3,7 @@
     python evaluate.py --ckpt runs/gan-.../export/ema.safetensors            # 5000 samples vs held-out split
     python evaluate.py --ckpt ddpm.safetensors --sample-steps 250 --eta 0     # DDPM sampling options
     python evaluate.py --fake-dir samples/ --real aligned_faces/              # folders, no checkpoint
+    python evaluate.py --ckpt export.safetensors --real-floor                 # training photos vs held-out: the floor
     accelerate launch --multi_gpu --num_processes 2 evaluate.py --ckpt ...    # same numbers, split over 2 GPUs
 
 The model is rebuilt from the export alone (no architecture flags).  The real reference is the export's
@@ -11,7 +12,7 @@ saved as PNG, never JPEG (lossless, so FID on the saved folder equals FID in mem
 
 metrics.json, schema_version 1 (``utils.metrics.read_metrics`` validates it):
   schema_version, created, command, fid_mode ("clean")
-  source            kind ("export"|"folder"), path, sha256, family, step, epoch, weights ("ema"|"raw")
+  source            kind ("export"|"folder"|"floor"), path, sha256, family, step, epoch, weights ("ema"|"raw")
   samples           n, seed, block_size, seeding, sample_kwargs, resolution, saved_png, dir
   real              source, split, n, split_sha256, pixels_sha256, resolution, crop, cache_path, cache_hit
                     (+ ref_stats, ref_stats_sha256 with --ref-stats)
@@ -126,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torchvision vgg16 state dict for --pr-features vgg16 (default $FACEGEN_VGG_WEIGHTS): with "
                         "the classifier, fc2 (4096-d) is used; conv weights up to relu3_3 only give relu3_3 "
                         "average-pooled (256-d); metrics.json records which")
+    p.add_argument("--real-floor", action="store_true",
+                   help="with --ckpt: score --num-samples of the export's TRAINING images (a seeded draw) against its "
+                        "held-out reference instead of samples: the real-vs-real floor of this data at these counts")
     p.add_argument("--real", type=str, default=None,
                    help="folder of real images as the reference (default: the export's held-out split)")
     p.add_argument("--n-real", type=positive_int, default=None,
@@ -161,7 +165,7 @@ def default_out_dir(args) -> Path:
         return Path(args.out)
     if args.ckpt:
         ck = Path(args.ckpt)
-        return ck.with_name(ck.stem + "_eval")
+        return ck.with_name(ck.stem + ("_floor" if args.real_floor else "_eval"))
     fake = Path(args.fake_dir).resolve()
     return fake.with_name(fake.name + "_eval")
 
@@ -191,8 +195,25 @@ def generator_params(model: torch.nn.Module) -> tuple[int, str]:
     return sum(p.numel() for p in model.parameters()), "whole model (no .generator/.decoder sub-module)"
 
 
-def real_images_for(args, export):
-    """(images, provenance) of the reference set: --real folder or the export's held-out split."""
+def floor_images(args, data) -> tuple[torch.Tensor, dict, dict]:
+    """(images, source, samples) of --real-floor: --num-samples training images drawn without replacement (seeded
+    by --seed) from the export's own split, so they are scored against exactly the held-out set its samples are."""
+    if args.num_samples > len(data.train):
+        raise MetricsError(f"--real-floor: --num-samples {args.num_samples} exceeds the training split "
+                           f"({len(data.train)} images)")
+    pick = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(args.seed))[:args.num_samples]
+    images = data.train[pick]
+    source = {"kind": "floor", "path": data.info["source"], "sha256": pixels_sha256(images), "family": None,
+              "step": None, "epoch": None, "weights": None, "what": "training images, not a model"}
+    samples = {"n": len(images), "seed": args.seed, "block_size": None, "sample_kwargs": {},
+               "seeding": "torch.randperm(num_train, generator seeded by --seed)[:n] of the training split",
+               "resolution": int(images.shape[-1]), "saved_png": 0, "dir": None}
+    return images, source, samples
+
+
+def real_images_for(args, export, data=None):
+    """(images, provenance) of the reference set: --real folder or the export's held-out split (``data``: that
+    split already loaded)."""
     if args.real:
         images, info = load_image_folder(args.real, limit=args.n_real or DEFAULT_N_REAL)
         return images, {"source": info["folder"], "split": "folder", "split_sha256": info["pixels_sha256"],
@@ -201,7 +222,7 @@ def real_images_for(args, export):
                         "skipped_unreadable": info["skipped_unreadable"]}
     if export is None:
         raise MetricsError("--fake-dir needs --real DIR (there is no export to take a held-out split from)")
-    data = heldout_from_train_config(export.train_config, export.model.resolution)
+    data = data or heldout_from_train_config(export.train_config, export.model.resolution)
     real = data.heldout
     if args.n_real is not None:
         if args.n_real > len(real):
@@ -319,7 +340,13 @@ def run(args) -> dict | None:
     # After the export is known to load: a bad input ends with its one-line error and nothing else.
     if is_main and args.mode != "translate" and (export is None or export.family not in TRANSLATION_FAMILIES):
         warn_biased(args, extractor, dino_net)
-    if args.ckpt:
+    floor_data = None
+    if args.real_floor:
+        if export is None or mode != "sample" or args.real:
+            raise MetricsError("--real-floor needs --ckpt of a sampling export and no --real (the export's data config "
+                               "names both the training and the held-out images)")
+        floor_data = heldout_from_train_config(export.train_config, export.model.resolution)
+    if args.ckpt and not args.real_floor:
         if mode == "translate":
             return run_translate(args, acc, export, extractor, out_dir, save_n, t_start, pr_net, dino_net)
         kw = sample_kwargs(args, export.family)
@@ -362,15 +389,24 @@ def run(args) -> dict | None:
     else:
         if args.mode == "translate":
             raise MetricsError("--mode translate needs --ckpt (a CycleGAN export)")
-        fake_images, finfo = load_image_folder(args.fake_dir, limit=args.num_samples)
+        if floor_data is not None:
+            fake_images, source, samples = floor_images(args, floor_data)
+            for name in ("params_generator", "params_total", "train_seconds", "sampling_throughput"):
+                metrics[name] = not_computed("real training images, not a model")
+        else:
+            fake_images, finfo = load_image_folder(args.fake_dir, limit=args.num_samples)
         t0 = time.perf_counter()
         fake_feats, logits = distributed_extract(fake_images, extractor, batch_size=args.batch_size, device=device,
                                                  classifier=classifier, accelerator=acc,
                                                  on_block=chain(pr_fake, dino_fake), desc="features")
         runtime["fake_feature_seconds"] = time.perf_counter() - t0
-        same_size = len({a.shape for a in fake_images[:need_head]}) == 1
-        head = torch.from_numpy(np.stack(fake_images[:need_head])).permute(0, 3, 1, 2) \
-            if need_head and same_size else None
+        if floor_data is not None:
+            head = fake_images[:need_head] if need_head else None
+        else:
+            same_size = len({a.shape for a in fake_images[:need_head]}) == 1
+            head = torch.from_numpy(np.stack(fake_images[:need_head])).permute(0, 3, 1, 2) \
+                if need_head and same_size else None
+    if args.fake_dir:
         source = {"kind": "folder", "path": finfo["folder"], "sha256": finfo["pixels_sha256"], "family": None,
                   "step": None, "epoch": None, "weights": None}
         samples = {"n": finfo["n"], "seed": None, "block_size": None, "seeding": "existing folder",
@@ -384,7 +420,7 @@ def run(args) -> dict | None:
                                           batch_size=args.batch_size, accelerator=acc, info=real_info,
                                           fd_method=args.fd_method)
     else:
-        real_images, real_info = real_images_for(args, export)
+        real_images, real_info = real_images_for(args, export, floor_data)
         key = reference_key(source=real_info["source"], split_sha256=real_info["split_sha256"],
                             pixels_sha256=real_info["pixels_sha256"], resolution=real_info["resolution"],
                             n=len(real_images), extractor=extractor)
@@ -449,7 +485,7 @@ def warn_biased(args, extractor, dino_net) -> None:
 
 def refresh_model_card(args, metrics_path: Path) -> None:
     """Rewrite the model card (README.md) beside a run's export.safetensors with these metrics."""
-    if not args.ckpt or Path(args.ckpt).name != "export.safetensors":
+    if not args.ckpt or args.real_floor or Path(args.ckpt).name != "export.safetensors":
         return
     from utils.model_card import write_model_card
 
@@ -536,7 +572,7 @@ def assemble(args, source, samples, real, extractor, metrics, runtime, extra=Non
 
 
 def per_class_entry(args, export, extractor, device) -> dict:
-    """ACGAN (seed 003): FID of each class's samples against that class's held-out images, and the accuracy of
+    """ACGAN (docs/plan.md, s003): FID of each class's samples against that class's held-out images, and the accuracy of
     an independent attribute classifier on generated images (utils.class_eval.evaluate_acgan)."""
     classes = export.model.num_classes
     n = args.class_samples if args.class_samples is not None else max(args.num_samples // classes, 2)
@@ -547,7 +583,7 @@ def per_class_entry(args, export, extractor, device) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# Translation (CycleGAN, seed 001)
+# Translation (CycleGAN, docs/plan.md s001)
 # ---------------------------------------------------------------------------------------------
 
 def run_translate(args, acc, export, extractor, out_dir: Path, save_n: int, t_start: float,

@@ -250,7 +250,7 @@ def main(argv=None) -> None:
             running.add(terms)
         if loop.due("log"):
             stats = running.read(acc)
-            stats.update(epoch=loop.epoch, img_per_s=loop.images_per_second(args.batch_size))
+            stats.update(epoch=loop.epoch, img_per_s=loop.recent_images_per_second(args.batch_size))
             log.log(loop.step, stats)
             shown = " ".join(f"{k} {stats[k]:.4g}" for k in ("d_loss", "g_loss", "aux_d", "aux_g", "cls_acc_real",
                                                               "cls_acc_fake") if k in stats)

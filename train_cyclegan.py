@@ -211,7 +211,7 @@ def main(argv=None):
 
         if loop.due("log"):
             log.log(loop.step, {**losses, "lr": nets.opt_G.param_groups[0]["lr"], "epoch": loop.epoch,
-                                "img_per_s": loop.images_per_second(args.batch_size)})
+                                "img_per_s": loop.recent_images_per_second(args.batch_size)})
             if run.is_main:
                 plot_losses(run, domains)
         if loop.due("sample") and run.is_main:

@@ -179,7 +179,7 @@ def main(argv=None) -> None:
         if loop.due("log"):
             stats = quartiles.read_and_reset(acc)
             stats.update(grad_norm=float(grad_norm), lr=opt.param_groups[0]["lr"], epoch=loop.epoch,
-                         img_per_s=loop.images_per_second(args.batch_size))
+                         img_per_s=loop.recent_images_per_second(args.batch_size))
             log.log(loop.step, stats)
             run.print(f"step {loop.step}/{loop.total_steps} ep {loop.epoch} loss {stats['loss']:.4f} | quartiles "
                       + " ".join(f"{stats[k]:.4f}" for k in quartile_keys(cfg.num_train_timesteps)[1:])

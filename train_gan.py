@@ -240,7 +240,7 @@ def main(argv=None) -> None:
         if loop.due("log"):
             stats = running.read(acc)   # means since the last log step, every critic update included
             stats.update(lr_g=opt_g.param_groups[0]["lr"], lr_d=opt_d.param_groups[0]["lr"], n_critic=n_critic,
-                         epoch=loop.epoch, img_per_s=loop.images_per_second(args.batch_size))
+                         epoch=loop.epoch, img_per_s=loop.recent_images_per_second(args.batch_size))
             log.log(loop.step, stats)
             shown = " ".join(f"{k} {stats[k]:.4g}" for k in ("d_loss", "g_loss", "gp", "d_acc", "w_dist") if k in stats)
             run.print(f"step {loop.step}/{loop.total_steps} ep {loop.epoch} {shown} | {stats['img_per_s']:.1f} img/s")

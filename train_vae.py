@@ -359,7 +359,7 @@ def main(argv=None) -> None:
 
         if loop.due("log"):
             values = running.read(acc)
-            log.log(loop.step, {**values, "epoch": loop.epoch, "img_per_s": loop.images_per_second(args.batch_size)})
+            log.log(loop.step, {**values, "epoch": loop.epoch, "img_per_s": loop.recent_images_per_second(args.batch_size)})
             run.print(f"step {loop.step} ep {loop.epoch} " + " ".join(f"{k} {v:.4g}" for k, v in values.items()))
             if run.is_main:
                 plot_all(run)

@@ -194,9 +194,11 @@ def parity_section(folder: Path) -> list[str]:
                          + " / ".join(f"{x['kid']:.3f}" for x in copied) + ", recall "
                          + " / ".join(f"{x['recall']:.3f}" for x in copied))
             floor = r.get("real_floor", {})
+            unet = (f", {c['layers_per_block']} block(s)/level, attention at {c['attn_res']}, DDIM {c['sample_steps']}"
+                    if r["family"] == "ddpm" else "")
             for which, label in (("ours", "ours"), ("reference", "reference")):
                 lines.append(f"| {r['family']} | {label} | {c['resolution']}², batch {c['batch_size']}, {c['steps']} "
-                             f"steps, width {c['width']}, seeds {' '.join(map(str, c['seeds']))} | "
+                             f"steps, width {c['width']}{unet}, seeds {' '.join(map(str, c['seeds']))} | "
                              f"{cell(which, 'fid', '.1f')} | {cell(which, 'kid', '.3f')} | "
                              f"{cell(which, 'precision', '.3f')} | {cell(which, 'recall', '.3f')} |")
             lines.append(f"| {r['family']} | real floor | {floor.get('what', '')} | {fmt(floor.get('fid'))} | "

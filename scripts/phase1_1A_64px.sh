@@ -14,4 +14,4 @@ accelerate launch train_gan.py --data "$DATA" \
   --mixed-precision fp16 \
   --resolution 64 --aug flip \
   --out "${OUT:-runs}" --name phase1-1A-64px "$@"
-python evaluate.py --ckpt "${OUT:-runs}/phase1-1A-64px/export.safetensors" ${EVAL_ARGS:-}
+[ -n "${SKIP_EVAL:-}" ] || python evaluate.py --ckpt "${OUT:-runs}/phase1-1A-64px/export.safetensors" ${EVAL_ARGS:-}

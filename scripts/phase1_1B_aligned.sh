@@ -23,4 +23,4 @@ accelerate launch train_gan.py \
   --ngf 64 --ndf 64 --latent-dim 100 --g-norm batch --d-norm batch --upsample transposed \
   --mixed-precision fp16 --resolution 64 --aug flip \
   --data "$ALIGNED" --out "${OUT:-runs}" --name phase1-1B-aligned "$@"
-python evaluate.py --ckpt "${OUT:-runs}/phase1-1B-aligned/export.safetensors" ${EVAL_ARGS:-}
+[ -n "${SKIP_EVAL:-}" ] || python evaluate.py --ckpt "${OUT:-runs}/phase1-1B-aligned/export.safetensors" ${EVAL_ARGS:-}

@@ -17,4 +17,4 @@ accelerate launch train_gan.py \
   --ngf 64 --ndf 64 --latent-dim 100 --g-norm batch --d-norm batch --upsample transposed \
   --mixed-precision fp16 --resolution 64 --aug flip \
   --data "$RAW" --out "${OUT:-runs}" --name phase1-1B-full "$@"
-python evaluate.py --ckpt "${OUT:-runs}/phase1-1B-full/export.safetensors" ${EVAL_ARGS:-}
+[ -n "${SKIP_EVAL:-}" ] || python evaluate.py --ckpt "${OUT:-runs}/phase1-1B-full/export.safetensors" ${EVAL_ARGS:-}

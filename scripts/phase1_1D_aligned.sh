@@ -23,4 +23,4 @@ accelerate launch train_gan.py \
   --ngf 64 --ndf 64 --latent-dim 100 --g-norm batch --d-norm batch --upsample transposed \
   --mixed-precision fp16 --resolution 64 --aug flip \
   --seed 1 --data "$ALIGNED" --out "${OUT:-runs}" --name phase1-1D-aligned "$@"
-python evaluate.py --ckpt "${OUT:-runs}/phase1-1D-aligned/export.safetensors" ${EVAL_ARGS:-}
+[ -n "${SKIP_EVAL:-}" ] || python evaluate.py --ckpt "${OUT:-runs}/phase1-1D-aligned/export.safetensors" ${EVAL_ARGS:-}

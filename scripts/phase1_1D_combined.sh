@@ -27,4 +27,4 @@ accelerate launch train_gan.py \
   --ngf 64 --ndf 64 --latent-dim 100 --g-norm batch --d-norm batch --upsample transposed \
   --mixed-precision fp16 --resolution 64 --aug flip \
   --seed 1 --data "$ALIGNED" --combined "$RAW" --out "${OUT:-runs}" --name phase1-1D-combined "$@"
-python evaluate.py --ckpt "${OUT:-runs}/phase1-1D-combined/export.safetensors" ${EVAL_ARGS:-}
+[ -n "${SKIP_EVAL:-}" ] || python evaluate.py --ckpt "${OUT:-runs}/phase1-1D-combined/export.safetensors" ${EVAL_ARGS:-}

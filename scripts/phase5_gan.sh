@@ -14,4 +14,4 @@ accelerate launch train_gan.py --data "$DATA" --resolution "$RESOLUTION" --epoch
   --ngf 64 --ndf 64 --latent-dim 128 --g-norm group --d-norm none --sn --attn --upsample transposed \
   --mixed-precision fp16 \
   --out "${OUT:-runs}" --name phase5-gan "$@"
-python evaluate.py --ckpt "${OUT:-runs}/phase5-gan/export.safetensors" ${EVAL_ARGS:-}
+[ -n "${SKIP_EVAL:-}" ] || python evaluate.py --ckpt "${OUT:-runs}/phase5-gan/export.safetensors" ${EVAL_ARGS:-}

@@ -86,6 +86,7 @@ NOT_ROWS = {
     "phase1_align": "MTCNN preprocessing (align_faces.py is tested in test_align.py)",
     "explore_latent": "a tool run on an export, not a table row",
     "cpu_study": "runs the phase-5 rows at CPU scale (tested through those rows)",
+    "mini_study": "runs every phase 1-5 row at CPU scale (tests/test_study.py)",
 }
 # Row scripts whose trainer call does not pass --out "${OUT:-runs}" yet: there OUT redirects evaluate.py only, so
 # a smoke run must pass --out too (as run_row does). Remove a script from this set when it gains the flag.

@@ -15,7 +15,7 @@ import json
 import math
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from utils.metrics import MetricsFileError, read_metrics
@@ -49,9 +49,9 @@ TABLES = {
     "phase3": TableSpec("phase3", "Phase 3 — VAE track", ("Step", "Model")),
     "phase4": TableSpec("phase4", "Phase 4 — DDPM track", ("Step", "Model")),
     "phase5": TableSpec("phase5", "Phase 5A — cross-family comparison (best of each family, same data and "
-                                  "resolution, 200 epochs)", ("Model",)),
-    "s004": TableSpec("s004", "GAN objectives (seed 004): DCGAN vs LSGAN vs WGAN with weight clipping", ("Model",)),
-    "s001": TableSpec("s001", "Image translation (seed 001): CycleGAN", ("Model",),
+                                  "resolution)", ("Model",)),
+    "s004": TableSpec("s004", "GAN objectives (s004): DCGAN vs LSGAN vs WGAN with weight clipping", ("Model",)),
+    "s001": TableSpec("s001", "Image translation (s001): CycleGAN", ("Model",),
                       "Each domain's held-out images are translated into the other domain and scored against that "
                       "domain's held-out images; 'untranslated' scores the inputs themselves, the baseline a "
                       "translator must beat.",
@@ -61,7 +61,7 @@ TABLES = {
                        ("translate.yx.untranslated_baseline.value", "untranslated Y", "{:.2f}"),
                        ("kid", "KID ↓ (mean)", "{:.4f}"), ("precision", "Precision ↑ (mean)", "{:.3f}"),
                        ("recall", "Recall ↑ (mean)", "{:.3f}"))),
-    "s003": TableSpec("s003", "Class-conditional GAN (seed 003): ACGAN", ("Model",),
+    "s003": TableSpec("s003", "Class-conditional GAN (s003): ACGAN", ("Model",),
                       "Per-class FID: each class's samples against that class's held-out images.  Classifier: a "
                       "linear probe on the same features, trained on real images; its accuracy on held-out real "
                       "images is the ceiling for its accuracy on generated ones.",
@@ -103,8 +103,21 @@ _PATTERNS = (
 )
 
 
-def classify(name: str, family: str | None = None) -> tuple[str, str, tuple[str, ...], tuple]:
-    """(table, key, lead cells, sort key) of a run name; unknown names go to 'other'."""
+# Rows whose variable is the image size: their label is the size the run actually trained at (the CPU-scale study
+# runs the 64/128 px rows at 32/64 px).
+RESOLUTION_ROWS = {"1A-64px", "1A-128px", "2.4"}
+
+
+def samples_resolution(metrics: dict) -> int | None:
+    res = metrics.get("samples", {}).get("resolution")
+    return res if isinstance(res, int) else None
+
+
+def classify(name: str, family: str | None = None, resolution: int | None = None
+             ) -> tuple[str, str, tuple[str, ...], tuple]:
+    """(table, key, lead cells, sort key) of a run name; unknown names go to 'other'.  ``resolution``: the size the
+    run's samples have, which labels the rows whose variable is the size."""
+    size = f"{resolution}×{resolution}" if resolution else None
     for table, pat in _PATTERNS:
         m = pat.match(name)
         if not m:
@@ -112,6 +125,7 @@ def classify(name: str, family: str | None = None) -> tuple[str, str, tuple[str,
         key = m.group("key")
         if table == "phase1":
             variable, variant = PHASE1_ROWS.get(key, ("?", key.split("-", 1)[1]))
+            variant = size if key in RESOLUTION_ROWS and size else variant
             order = list(PHASE1_ROWS).index(key) if key in PHASE1_ROWS else len(PHASE1_ROWS)
             return "phase1", key, (key.split("-", 1)[0], variable, variant), (order, key)
         if table == "phase5":
@@ -123,7 +137,8 @@ def classify(name: str, family: str | None = None) -> tuple[str, str, tuple[str,
             return table, key, (labels.get(key, key),), (order, key)
         phase = f"phase{key.split('.')[0]}"
         major, minor = key.split(".")
-        return phase, key, (key, STEP_LABELS.get(key, name)), (int(major), int(minor))
+        label = f"+ {size}" if key in RESOLUTION_ROWS and size else STEP_LABELS.get(key, name)
+        return phase, key, (key, label), (int(major), int(minor))
     return "other", name, (name, family or "?"), (0, name)
 
 
@@ -149,6 +164,11 @@ class Row:
     def short_label(self) -> str:
         """Row code + what it is, e.g. '2.1 DCGAN', '1A 128×128' (figure captions and legends)."""
         return self.lead[0] if self.table in ("phase5", "s004", "s001", "s003", "other") else f"{self.lead[0]} {self.lead[-1]}"
+
+    @property
+    def is_floor(self) -> bool:
+        """Training photos scored against the held-out photos (evaluate.py --real-floor), not a model."""
+        return self.metrics["source"].get("kind") == "floor"
 
     @property
     def family(self) -> str | None:
@@ -268,7 +288,10 @@ def load_rows(metrics_files: list[Path]) -> tuple[list[Row], list[str]]:
         export = locate_export(metrics, path)
         run_dir = locate_run_dir(export) or evaluated_run_dir(path)
         name = run_name_of(path, export, run_dir)
-        table, key, lead, order = classify(name, metrics["source"].get("family"))
+        if metrics["source"].get("kind") == "floor":  # placed beside the rows it is the floor of (group_rows)
+            rows.append(Row(name, "floor", name, (), (), metrics, path, None, None))
+            continue
+        table, key, lead, order = classify(name, metrics["source"].get("family"), samples_resolution(metrics))
         rows.append(Row(name, table, key, lead, order, metrics, path, export, run_dir))
     by_name: dict[str, Row] = {}
     for row in rows:
@@ -283,16 +306,42 @@ def load_rows(metrics_files: list[Path]) -> tuple[list[Row], list[str]]:
     return list(by_name.values()), skipped
 
 
-def group_rows(rows: list[Row], wanted: str = "all") -> dict[str, list[Row]]:
-    """{table: rows in plan order}, tables in plan order; ``wanted`` is a table name or 'all'."""
-    tables = {}
+def reference_of(metrics: dict) -> tuple:
+    """What a real-vs-real floor shares with the rows it is the floor of: the same held-out images (their pixels'
+    hash fixes split and resolution), the same sample and reference counts, the same feature network."""
+    real = metrics["real"]
+    return (real.get("split_sha256"), real.get("pixels_sha256"), real.get("n"), metrics["samples"]["n"],
+            metrics["feature_extractor"].get("sha256"))
+
+
+def floor_row(floor: Row, spec: TableSpec, several: bool) -> Row:
+    """A floor (evaluate.py --real-floor) as a row of ``spec``'s table, after the models."""
+    res = floor.metrics["samples"].get("resolution")
+    what = f"training photos vs held-out, {res}×{res}" + (f" ({data_name(floor.metrics['source']['path'])})"
+                                                            if several else "")
+    lead = ("Real photos", *([""] * (len(spec.lead) - 2)), what) if len(spec.lead) > 1 else (f"Real photos: {what}",)
+    return replace(floor, table=spec.name, lead=lead, order=(math.inf, res or 0, floor.name))
+
+
+def group_rows(rows: list[Row], wanted: str = "all") -> tuple[dict[str, list[Row]], list[str]]:
+    """({table: rows in plan order, each followed by its real-vs-real floor rows}, unplaced floors); tables in plan
+    order; ``wanted`` is a table name or 'all'."""
+    floors = [r for r in rows if r.table == "floor"]
+    placed, tables = set(), {}
     for name in TABLE_ORDER:
         if wanted not in ("all", name):
             continue
         members = sorted((r for r in rows if r.table == name), key=lambda r: r.order)
-        if members:
-            tables[name] = members
-    return tables
+        if not members:
+            continue
+        refs = {reference_of(m.metrics) for m in members}
+        mine = [f for f in floors if reference_of(f.metrics) in refs]
+        placed.update(f.name for f in mine)
+        tables[name] = members + sorted((floor_row(f, TABLES[name], len(mine) > 1) for f in mine),
+                                        key=lambda r: r.order)
+    unplaced = [f"{f.metrics_path}: a real-vs-real floor whose held-out set and counts match no table row"
+                for f in floors if f.name not in placed and wanted == "all"]
+    return tables, unplaced
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,8 +373,14 @@ def settings_key(metrics: dict) -> tuple:
     return tuple(sorted(eval_settings(metrics).items()))
 
 
+def data_name(source) -> str:
+    """A data source as a table names it: the folder's name, never the path on the machine that made the run."""
+    return Path(str(source)).name if source not in (None, "synthetic") else str(source)
+
+
 def describe_settings(s: dict, seeds: list | None = None, pr: dict | None = None) -> str:
     """``pr``: pr_features() of a row with these settings (says what precision/recall were computed on)."""
+    s = {**s, "real_source": data_name(s.get("real_source"))}
     seed = "" if not seeds else f" (seed {', '.join(str(x) for x in seeds)})"
     pr_text = "" if not pr else (f"; precision/recall on `{pr['label']}` features (sha256 "
                                  f"`{str(pr['sha256'])[:12]}`, k={pr['k'] if pr['k'] is not None else '?'})")
@@ -485,6 +540,13 @@ def _md_escape(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def steps_cell(src: dict) -> str:
+    """'1500 (7 ep)': optimizer steps and epochs of the evaluated export (empty for folders and floors)."""
+    if src.get("step") is None:
+        return ""
+    return f"{src['step']}" + (f" ({src['epoch']} ep)" if src.get("epoch") is not None else "")
+
+
 def table_cells(row: Row, notes: dict, columns: list[tuple] | None = None) -> list[str]:
     src = row.metrics["source"]
     cells = [_md_escape(c) for c in row.lead]
@@ -493,7 +555,7 @@ def table_cells(row: Row, notes: dict, columns: list[tuple] | None = None) -> li
         c = fd_counts(row, m)
         cells.append(fmt_value(row.value(m), spec) + (BIASED_MARK if c and c["biased"] else ""))
     cells += [fmt_params(row.value("params_generator")), fmt_duration(row.value("train_seconds")),
-              str(src.get("epoch", "")), f"{row.metrics['samples']['resolution']}²"]
+              steps_cell(src), f"{row.metrics['samples']['resolution']}²"]
     if notes:
         cells.append(_md_escape(notes.get(row.name, "")))
     return cells
@@ -502,7 +564,7 @@ def table_cells(row: Row, notes: dict, columns: list[tuple] | None = None) -> li
 def markdown_table(spec: TableSpec, rows: list[Row], notes: dict | None = None) -> str:
     notes = {r.name: notes[r.name] for r in rows if notes and r.name in notes}
     columns = table_columns(spec, rows)
-    header = [*spec.lead, *(h for _, h, _ in columns), "Params (G)", "Train time", "Epochs", "Res."]
+    header = [*spec.lead, *(h for _, h, _ in columns), "Params (G)", "Train time", "Steps", "Res."]
     if notes:
         header.append("Observed")
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
@@ -623,7 +685,7 @@ def csv_text(rows: list[Row]) -> str:
                "resolution": r.metrics["samples"]["resolution"], "num_samples": s["num_samples"],
                "seed": r.metrics["samples"].get("seed"),
                "sample_kwargs": json.dumps(r.metrics["samples"].get("sample_kwargs") or {}, sort_keys=True),
-               "real_source": s["real_source"], "real_split": s["split"], "split_sha256": s["split_sha256"],
+               "real_source": data_name(s["real_source"]), "real_split": s["split"], "split_sha256": s["split_sha256"],
                "num_real": s["num_real"], "extractor": s["extractor"], "extractor_sha256": s["extractor_sha256"],
                "pr_features": pr_features(r.metrics)["label"], "pr_extractor_sha256": s["pr_extractor_sha256"],
                "fid_mode": s["fid_mode"], "settings_flag": r.flag, "metrics_path": str(r.metrics_path),

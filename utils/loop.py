@@ -61,6 +61,7 @@ class Loop:
         self._modules = modules
         self._buffers, self._snapshot = [], []
         self._extra = {}
+        self._rate_mark = None   # (step, train_seconds) at the last recent_images_per_second()
         self.bar = None  # utils.progress.TrainingBar on a terminal (main process), else None: plain log lines only
 
     # ------------------------------------------------------------------ state
@@ -75,6 +76,7 @@ class Loop:
         self.step = int(state["step"])
         self.last_saved_step = self.step
         self.train_seconds = float(state.get("train_seconds", 0.0))
+        self._rate_mark = (self.step, self.train_seconds)
         self.bad_total = int(state.get("bad_total", 0))
         self._extra = dict(state.get("extra", {}))
         return dict(self._extra)
@@ -195,4 +197,12 @@ class Loop:
             self.run.print(f"stopped at step {self.step}; continue with the same command plus --resume latest")
 
     def images_per_second(self, batch_size: int) -> float:
+        """Throughput averaged over the whole run (all resumes)."""
         return self.step * batch_size / max(self.train_seconds, 1e-9)
+
+    def recent_images_per_second(self, batch_size: int) -> float:
+        """Throughput since the previous call (the logging period; since the resume for the first), so a log line
+        shows the current speed, not an average that start-up or a busy machine earlier in the run weighs down."""
+        last_step, last_seconds = self._rate_mark or (0, 0.0)
+        self._rate_mark = (self.step, self.train_seconds)
+        return (self.step - last_step) * batch_size / max(self.train_seconds - last_seconds, 1e-9)

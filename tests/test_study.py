@@ -1,0 +1,131 @@
+"""scripts/mini_study.sh (utils/study.py): the plan it prints, the flags each row gets, and a whole study in
+miniature — align → rows → floors → tables — that resumes without redoing finished work.
+
+The miniature runs two rows (one on the raw photos, one on the aligned ones) at a budget of 4 steps on 96 crops
+of skimage's astronaut photo, scored with the seeded 'tiny' feature network on 16 samples.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.test_scripts import check, photo_folder
+from utils.study import ROWS, Settings, row_flags
+
+ROOT = Path(__file__).resolve().parents[1]
+MINI_ROWS = "phase1_1B_full gan_2.1_dcgan"
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> dict:
+    shim = tmp_path_factory.mktemp("shim")   # `accelerate launch` → python (the trainer tests cover accelerate)
+    (shim / "accelerate").write_text(f'#!/bin/sh\n[ "$1" = launch ] && shift\nexec "{sys.executable}" "$@"\n')
+    (shim / "accelerate").chmod(0o755)
+    root = tmp_path_factory.mktemp("study")
+    e = {**os.environ, "FACEGEN_CACHE": str(root / "cache"), "OMP_NUM_THREADS": "1", "FACEGEN_THREADS": "1",
+         "PATH": os.pathsep.join([str(shim), str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+         "PYTHONPATH": str(ROOT), "RAW": str(photo_folder(root / "raw", 96, 240, seed=0)),
+         "OUT": str(root / "out"), "RESULTS": str(root / "results"), "SCALE": "0.002", "SAMPLES": "16",
+         "FEATURES": "tiny", "README": "none", "ROWS": MINI_ROWS}
+    for var in ("VGG_WEIGHTS", "DATA", "ALIGNED", "EVAL_ARGS", "SKIP_EVAL", "NOTES"):
+        e.pop(var, None)
+    return e
+
+
+def study(env: dict, *args: str, **extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", "scripts/mini_study.sh", *args], cwd=ROOT, env={**env, **extra},
+                          capture_output=True, text=True, timeout=900)
+
+
+def resolved_config(row_script: str, env: dict, flags: list[str]) -> dict:
+    """The trainer's config after the row script's flags and the study's (its --dry-run prints it)."""
+    proc = check(subprocess.run(["bash", f"scripts/{row_script}.sh", *flags, "--dry-run"], cwd=ROOT,
+                                env={**env, "SKIP_EVAL": "1", "DATA": "synthetic"}, capture_output=True, text=True,
+                                timeout=300), row_script)
+    return json.JSONDecoder().raw_decode(proc.stdout[proc.stdout.index("{"):])[0]
+
+
+def test_every_phase_row_is_in_the_study_once():
+    scripts = [r.script for r in ROWS]
+    assert len(scripts) == len(set(scripts)) == 22
+    for stem in scripts:
+        assert (ROOT / "scripts" / f"{stem}.sh").exists(), stem
+    ablation = {r.family: r.steps for r in ROWS if not r.script.startswith("phase5")}
+    for r in ROWS:   # phase-5 rows: twice an ablation row's budget
+        if r.script.startswith("phase5"):
+            assert r.steps == 2 * ablation[r.family], r.script
+
+
+@pytest.mark.parametrize("script, expect", [
+    ("ddpm_4.4_wide", {"base_channels": 48, "layers_per_block": 1, "resolution": 32, "max_steps": 1500,
+                       "warmup_steps": 75, "attn_res": [8, 16, 32], "prediction_type": "v_prediction",
+                       "mixed_precision": "no"}),
+    ("gan_2.4_128px", {"ngf": 32, "ndf": 32, "resolution": 64, "sn": True, "attn": True, "loss": "wgan-gp"}),
+    ("vae_3.3_patchgan", {"base_channels": 32, "disc_start": "75", "adv_weight": "adaptive", "lambda_adv": 0.1}),
+    ("phase5_gan", {"max_steps": 3000, "resolution": 32, "ngf": 32}),
+])
+def test_row_flags_override_only_scale_budget_and_schedules(script, expect, env):
+    """The row script's own method flags survive; the study's appended flags win where they overlap."""
+    row = next(r for r in ROWS if r.script == script)
+    s = Settings(Path("unused"), Path("unused"), 1.0, 2100, "tiny", "none")
+    cfg = resolved_config(script, env, row_flags(row, s, s.steps(row)))
+    assert {k: cfg[k] for k in expect} == expect
+
+
+def test_plan_prints_every_row_and_its_command(env):
+    proc = check(study(env, "--plan", ROWS=""), "mini_study.sh --plan")
+    for r in ROWS:
+        assert f"bash scripts/{r.script}.sh " in proc.stdout, r.script
+    assert "estimated time left:" in proc.stdout
+
+
+def test_bad_input_is_one_line(env, tmp_path):
+    for extra, words in (({"ROWS": "no_such_row"}, "unknown row"), ({"SCALE": "fast"}, "SCALE"),
+                         ({"RAW": str(tmp_path / "missing")}, "RAW")):
+        proc = study(env, "--plan", **extra)
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        assert proc.returncode != 0 and len(lines) == 1 and words in lines[0], (extra, proc.stderr)
+
+
+def test_a_study_in_miniature_runs_resumes_and_publishes(env):
+    out, results = Path(env["OUT"]), Path(env["RESULTS"])
+    first = check(study(env), "mini_study.sh")
+    names = {"phase1-1B-full": "phase1", "gan-2.1-dcgan": "phase2"}
+    for name in names:
+        m = json.loads((out / name / "export_eval" / "metrics.json").read_text())
+        assert m["source"]["step"] == 4 and m["samples"]["n"] == 16, name
+        # Training-time FID at every quarter of the budget (the rows' learning curves).
+        fids = [json.loads(ln) for ln in (out / name / "stats.jsonl").read_text().splitlines() if '"fid"' in ln]
+        assert [f["step"] for f in fids] == [1, 2, 3, 4], name
+    assert "[1/2] phase1_1B_full: FID" in first.stdout and "[2/2] gan_2.1_dcgan: FID" in first.stdout
+    # One floor per held-out set: the raw photos and the aligned ones, both at 32 px.
+    floors = sorted(p.parent.name for p in out.glob("floor-*/metrics.json"))
+    assert floors == ["floor-aligned-32px", "floor-raw-32px"], floors
+    for f in floors:
+        m = json.loads((out / f / "metrics.json").read_text())
+        assert m["source"]["kind"] == "floor" and m["samples"]["n"] == 16
+    # Tables: each with its models and the floor of its held-out set; no machine path in them.
+    phase1 = (results / "phase1.md").read_text()
+    assert "Real photos" in phase1 and "training photos vs held-out, 32×32" in phase1
+    assert "Real photos" in (results / "phase2.md").read_text()
+    for table in names.values():
+        assert str(out) not in (results / f"{table}.md").read_text()
+    assert (results / "rows" / "gan-2.1-dcgan" / "export_eval" / "metrics.json").exists()
+
+    # Re-running redoes nothing.
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/export_eval/metrics.json")}
+    again = check(study(env), "mini_study.sh (again)")
+    assert "for 0 of 2 rows" in again.stdout
+    assert stamps == {p: p.stat().st_mtime_ns for p in out.glob("*/export_eval/metrics.json")}
+
+    # A row stopped after training, before its evaluation, is evaluated without retraining.
+    (out / "gan-2.1-dcgan" / "export_eval" / "metrics.json").unlink()
+    third = check(study(env), "mini_study.sh (after a lost evaluation)")
+    assert "for 1 of 2 rows" in third.stdout
+    last = (out / "logs" / "gan_2.1_dcgan.log").read_text().split("\n$ ")[-1]
+    assert "resumed from" in last and "at step 4" in last and "step 1/4" not in last
