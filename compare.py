@@ -64,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--readme", type=str, default=None,
                    help="also replace the text between <!-- results:<table> --> and <!-- /results:<table> --> here")
     p.add_argument("--notes", type=str, default=None,
-                   help="JSON {run name: observed failure} shown as an 'Observed' column (the plan's failure notes)")
+                   help="JSON {run name: {\"observed\": text, \"motivates\": text}} (or {run name: observed text}): the "
+                        "tables' 'Main observed failure' and 'Motivates next step' columns, written after looking "
+                        "at the runs")
     p.add_argument("--figures", type=figure_list, default=list(FIGURE_KINDS),
                    help=f"comma-separated subset of {','.join(FIGURE_KINDS)}, 'all' or 'none' (default: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the grid, progression and interpolation noise")

@@ -132,14 +132,16 @@ def test_tables_markdown_csv_flags_and_readme(runs, tmp_path):
     readme.write_text("# x\n<!-- results:phase2 -->\nstale\n<!-- /results:phase2 -->\n<!-- results:phase9 -->\nkeep\n"
                       "<!-- /results:phase9 -->\n")
     notes = tmp_path / "notes.json"
-    notes.write_text(json.dumps({"gan-2.1-dcgan": "mode collapse | oscillating losses"}))
+    notes.write_text(json.dumps({"gan-2.1-dcgan": "mode collapse | oscillating losses",
+                                 "gan-2.2-wgan-gp": {"observed": "slow start", "motivates": "spectral norm (2.3)"}}))
     tables = compare.main([str(gan), str(other), str(diff), "--out", str(tmp_path / "res"), "--figures", "none",
                            "--readme", str(readme), "--notes", str(notes)])
     rows = tables["phase2"]
     assert [r.name for r in rows] == ["gan-2.1-dcgan", "gan-2.2-wgan-gp", "gan-2.4-128px"]
     md = (tmp_path / "res" / "phase2.md").read_text()
     assert "| 2.2 | WGAN-GP | 12.35ᵇ | n/a |" in md                 # 16 samples for 64-d features: biased
-    assert "mode collapse \\| oscillating losses" in md          # notes column, pipe escaped
+    assert "mode collapse \\| oscillating losses |  |" in md     # notes column, pipe escaped
+    assert "| Main observed failure | Motivates next step |" in md and "| slow start | spectral norm (2.3) |" in md
     # Row 2.4's variable is the size: its label is the size it trained at (16 px here), not the plan's 128.
     assert "| 2.4† | + 16×16 |" in md and "† Evaluated under different settings" in md
     assert "5000 generated samples" in md and "16 generated samples per model (seed 0)" in md

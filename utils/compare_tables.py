@@ -557,7 +557,8 @@ def table_cells(row: Row, notes: dict, columns: list[tuple] | None = None) -> li
     cells += [fmt_params(row.value("params_generator")), fmt_duration(row.value("train_seconds")),
               steps_cell(src), f"{row.metrics['samples']['resolution']}²"]
     if notes:
-        cells.append(_md_escape(notes.get(row.name, "")))
+        note = notes.get(row.name) or {}
+        cells += [_md_escape(note.get(k, "")) for k in NOTE_KEYS]
     return cells
 
 
@@ -566,7 +567,7 @@ def markdown_table(spec: TableSpec, rows: list[Row], notes: dict | None = None) 
     columns = table_columns(spec, rows)
     header = [*spec.lead, *(h for _, h, _ in columns), "Params (G)", "Train time", "Steps", "Res."]
     if notes:
-        header.append("Observed")
+        header += NOTE_HEADERS
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(table_cells(r, notes, columns)) + " |" for r in rows]
     return "\n".join(lines)
@@ -718,8 +719,14 @@ def replace_marked(text: str, table: str, content: str) -> tuple[str, bool]:
     return pat.sub(lambda m: f"{m.group(1)}\n{content.strip()}\n{m.group(3)}", text), True
 
 
-def read_notes(path: str | None) -> dict:
-    """Optional observations per run name ({"gan-2.1-dcgan": "mode collapse by epoch 40", ...})."""
+# The plan's two note columns: what the run showed (its curves, grids, metrics), and the change that motivates.
+NOTE_KEYS = ("observed", "motivates")
+NOTE_HEADERS = ["Main observed failure", "Motivates next step"]
+
+
+def read_notes(path: str | None) -> dict[str, dict]:
+    """Optional notes per run name, written after looking at the runs: {"gan-2.1-dcgan": {"observed": "mode
+    collapse by step 1000", "motivates": "a Wasserstein loss (2.2)"}}; a plain string is the 'observed' note."""
     if not path:
         return {}
     try:
@@ -728,6 +735,10 @@ def read_notes(path: str | None) -> dict:
         raise CompareError(f"--notes {path} not found") from None
     except (OSError, ValueError) as e:
         raise CompareError(f"--notes {path} is not readable JSON ({e})") from None
-    if not isinstance(notes, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in notes.items()):
-        raise CompareError(f"--notes {path} must be a JSON object mapping run names to text")
-    return notes
+    def valid(v) -> bool:
+        return isinstance(v, str) or (isinstance(v, dict) and set(v) <= set(NOTE_KEYS)
+                                      and all(isinstance(x, str) for x in v.values()))
+    if not isinstance(notes, dict) or not all(isinstance(k, str) and valid(v) for k, v in notes.items()):
+        raise CompareError(f"--notes {path} must be a JSON object mapping run names to text or to "
+                           f"{{{', '.join(repr(k) for k in NOTE_KEYS)}: text}}")
+    return {k: ({"observed": v} if isinstance(v, str) else v) for k, v in notes.items()}
