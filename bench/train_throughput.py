@@ -52,39 +52,16 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 from utils import fastpath  # noqa: E402
 from utils.export import atomic_write_json  # noqa: E402
+from utils.row_scripts import row_script  # noqa: E402
+from utils.row_scripts import trainer_flags as trainer_flags_of  # noqa: E402
 
 # ------------------------------------------------------------------------------------------------ presets
-# Each row's model/loss flags, copied from scripts/<family>_<row>_*.sh (precision, data and run name are the
-# bench's own variables).  tests/test_fastpath.py cross-checks them against the scripts.
-PRESETS: dict[str, dict[str, list[str]]] = {
-    "gan": {
-        "2.1": "--loss bce --optimizer adam --lr-g 2e-4 --lr-d 2e-4 --beta1 0.5 --beta2 0.999 --ngf 64 --ndf 64 "
-               "--latent-dim 100 --resolution 64 --g-norm batch --d-norm batch --upsample transposed",
-        "2.2": "--loss wgan-gp --gp-lambda 10 --n-critic 2 --optimizer adam --lr-g 1e-4 --lr-d 1e-4 --beta1 0 "
-               "--beta2 0.9 --ngf 64 --ndf 64 --latent-dim 128 --resolution 64 --g-norm batch --d-norm instance "
-               "--upsample transposed",
-        "2.3": "--loss wgan-gp --gp-lambda 10 --n-critic 2 --optimizer adam --lr-g 1e-4 --lr-d 1e-4 --beta1 0 "
-               "--beta2 0.9 --ngf 64 --ndf 64 --latent-dim 128 --resolution 64 --g-norm group --d-norm none --sn "
-               "--attn --upsample transposed",
-        "2.4": "--loss wgan-gp --gp-lambda 10 --n-critic 2 --optimizer adam --lr-g 1e-4 --lr-d 1e-4 --beta1 0 "
-               "--beta2 0.9 --ngf 64 --ndf 64 --latent-dim 128 --resolution 128 --g-norm group --d-norm none --sn "
-               "--attn --upsample transposed",
-    },
-    "vae": {
-        "3.1": "--recon mse --beta 1 --lambda-perc 0 --lambda-adv 0 --lr 1e-3 --latent-dim 256",
-        "3.2": "--recon mse --beta 1 --lambda-perc 0.1 --lambda-adv 0 --lr 1e-3 --latent-dim 256",
-        # 3.3 turns the discriminator on after 10 epochs; the bench times the steady state (discriminator on).
-        "3.3": "--recon mse --beta 1e-4 --lambda-perc 0.1 --lambda-adv 0.1 --lr 1e-3 --latent-dim 256 "
-               "--disc-loss hinge --disc-layers 3 --adv-weight adaptive",
-    },
-    "ddpm": {
-        "4.1": "--beta-schedule linear --prediction-type epsilon --base-channels 128 --attn-res 8,16 --lr 2e-4",
-        "4.2": "--beta-schedule cosine --prediction-type epsilon --base-channels 128 --attn-res 8,16 --lr 2e-4",
-        "4.3": "--beta-schedule cosine --prediction-type v_prediction --base-channels 128 --attn-res 8,16 --lr 2e-4",
-        "4.4": "--beta-schedule cosine --prediction-type v_prediction --base-channels 192 --attn-res 8,16,32 --lr 2e-4",
-    },
-}
-PRESETS = {f: {k: v.split() for k, v in rows.items()} for f, rows in PRESETS.items()}
+# Each row's model/loss flags, read from its script (utils/row_scripts.py); precision, data, size and run name are
+# the bench's own variables.  3.3's discriminator starts after --disc-start in training; the bench times the
+# steady state (discriminator on) whatever that flag says.
+ROWS = {"gan": ("2.1", "2.2", "2.3", "2.4"), "vae": ("3.1", "3.2", "3.3"), "ddpm": ("4.1", "4.2", "4.3", "4.4")}
+PRESETS: dict[str, dict[str, list[str]]] = {f: {r: trainer_flags_of(row_script(f, r)) for r in rows}
+                                             for f, rows in ROWS.items()}
 # The flags that set a row's width, divided by --width-div for CPU-sized runs.
 WIDTH_FLAGS = {"gan": ("--ngf", "--ndf"), "vae": ("--base-channels",), "ddpm": ("--base-channels",)}
 # CPU-sized runs ('--size cpu'): the row's architecture at 32², batch 16, widths / 4 (UNet / 8): a 2-core step ~1 s.

@@ -15,7 +15,6 @@ with rounding-level gradients, whose first Adam step is a coin flip) to differ b
 from __future__ import annotations
 
 import importlib.util
-import shlex
 import types
 from pathlib import Path
 
@@ -190,36 +189,15 @@ def test_bf16_choice_follows_the_cpu(amx, avx512_bf16, monkeypatch):
     assert B.default_name(full) == "train_throughput_gan_2.1_cpu_full-b16.json"
 
 
-def script_flags(path: Path) -> list[str]:
-    """The trainer flags of a results-table script (its `accelerate launch train_x.py ...` command)."""
-    text = path.read_text().replace("\\\n", " ")
-    line = next(ln for ln in text.splitlines() if "accelerate launch" in ln)
-    words = shlex.split(line.split(".py", 1)[1])
-    out, skip = [], False
-    for w in words:
-        if skip:
-            skip = False
-            continue
-        if w in ("--data", "--name", "--out"):
-            skip = True
-        elif not w.startswith(("$", "${")):
-            out.append(w)
-    return out
-
-
 @pytest.mark.parametrize("family,preset", [(f, p) for f, rows in B.PRESETS.items() for p in rows])
-def test_bench_presets_mirror_the_scripts(family, preset):
-    scripts = sorted((ROOT / "scripts").glob(f"{family}_{preset}_*.sh"))
-    assert len(scripts) == 1, f"expected one scripts/{family}_{preset}_*.sh, found {scripts}"
-    trainer = B.trainer_module(family)
-    common = ["--mixed-precision", "no"] + (["--vgg-init", "random"] if family == "vae" else [])
-    from_script = vars(trainer.parse_args(script_flags(scripts[0]) + common))
-    from_bench = vars(trainer.parse_args(B.PRESETS[family][preset] + common))
-    # The bench times the steady state; 3.3 switches its discriminator on after --disc-start.
-    ignored = {"mixed_precision", "disc_start"}
-    diff = {k: (from_script[k], from_bench.get(k)) for k in from_script
-            if k not in ignored and str(from_script[k]) != str(from_bench.get(k))}
-    assert not diff, f"bench preset {family} {preset} differs from {scripts[0].name}: {diff}"
+def test_bench_presets_are_the_row_scripts(family, preset):
+    """A preset is its row script's flags (read, not copied), and resolves in the trainer's own parser."""
+    from utils.row_scripts import row_script, trainer_flags
+
+    assert B.PRESETS[family][preset] == trainer_flags(row_script(family, preset))
+    args = vars(B.trainer_module(family).parse_args(B.PRESETS[family][preset] + ["--vgg-init", "random"]
+                                                     if family == "vae" else B.PRESETS[family][preset]))
+    assert args["data"] == "synthetic" and args["name"] is None     # place flags are the bench's own
 
 
 def test_accelerate_launch_on_cpu_uses_every_core(monkeypatch):

@@ -296,3 +296,18 @@ def test_quickstart_falls_back_to_the_tiny_network_without_inception(tmp_path, e
     assert m["samples"]["n"] == 16 and m["real"]["n"] == 16
     assert (tmp_path / "quickstart" / "samples.png").stat().st_size > 0
     assert str(tmp_path / "quickstart" / "export_eval" / "metrics.json") in proc.stdout
+
+
+def test_row_scripts_read_as_data():
+    """utils.row_scripts: a row's name and method flags come from its script, without the place flags or the
+    values the shell fills in."""
+    from utils.row_scripts import row_script, run_name, trainer_flags
+
+    assert row_script("gan", "2.3") == "gan_2.3_wgan-gp-sn-attn" and run_name("phase5_gan") == "phase5-gan"
+    flags = trainer_flags("phase5_gan")
+    assert "--sn" in flags and "--attn" in flags and flags[flags.index("--n-critic") + 1] == "2"
+    assert not {"--data", "--out", "--name", "--resolution"} & set(flags)   # --resolution "$RESOLUTION" dropped
+    combined = trainer_flags("phase1_1D_combined")
+    assert "--combined" not in combined and combined[combined.index("--seed") + 1] == "1"
+    for stem in ROWS:
+        assert run_name(stem) == ROWS[stem][0]

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from utils.row_scripts import run_name, trainer_flags
 
 ROOT = Path(__file__).resolve().parent.parent
 SAVE_EVERY = 250
@@ -37,11 +38,8 @@ class StudyRow:
 
     @property
     def name(self) -> str:
-        """The run name the row script gives its run (its --name), read from the script: written once."""
-        m = re.search(r"--name\s+(\S+)", (ROOT / "scripts" / f"{self.script}.sh").read_text())
-        if not m:
-            raise SystemExit(f"error: scripts/{self.script}.sh has no --name")
-        return m.group(1)
+        """The run name the row script gives its run (its --name)."""
+        return run_name(self.script)
 
     @property
     def resolution(self) -> int:
@@ -125,7 +123,6 @@ class Settings:
 def row_flags(row: StudyRow, s: Settings, steps: int) -> list[str]:
     """The flags appended to the row script's own: scale, budget and evaluation cadence, nothing about the method
     except the narrower nets and the step-counted schedules shrunk with the run."""
-    script = (ROOT / "scripts" / f"{row.script}.sh").read_text()
     quarter = max(1, steps // 4)
     flags = ["--resolution", "32", *FAMILY_FLAGS[row.family], *row.flags,
              "--batch-size", "64", "--mixed-precision", "no", "--n-real", str(s.samples), "--max-steps", str(steps),
@@ -137,7 +134,7 @@ def row_flags(row: StudyRow, s: Settings, steps: int) -> list[str]:
              "--fid-extractor", s.features, "--resume", "latest"]
     if row.family == "ddpm":
         flags += ["--warmup-steps", str(max(1, steps // 20)), "--fid-sample-steps", str(DDIM_STEPS // 2)]
-    if "--disc-start" in script:
+    if "--disc-start" in trainer_flags(row.script):
         flags += ["--disc-start", str(max(1, steps // 20))]
     return flags
 
