@@ -30,7 +30,8 @@ import torch
 
 from utils.align import (TEMPLATES_128, AlignError, alignment_transform, detect_batch, load_mtcnn,
                          outside_fraction, reference_landmarks, resolve_device, warp_face)
-from utils.data import BadImage, DataError, aligned_output_names, list_images, read_image_rgb
+from utils.data import aligned_output_names
+from utils.data_sources import BadImage, DataError, list_images, read_image_rgb
 from utils.export import atomic_write_bytes, atomic_write_json
 from utils.run import oom_message
 

@@ -320,7 +320,7 @@ def reference_images(row: Row, export):
     real = row.metrics["real"]
     n = int(real["n"])
     if real.get("split") == "folder":
-        from utils.metrics import load_image_folder
+        from utils.fid_images import load_image_folder
 
         return load_image_folder(real["source"], limit=n)[0]
     from utils.data import heldout_from_train_config
@@ -347,7 +347,7 @@ def as_uint8_tensor(images, resolution: int) -> torch.Tensor:
     """Real images (uint8 tensor or list of H×W×3 arrays of any size) → uint8 N×3×R×R for display."""
     if isinstance(images, torch.Tensor):
         return images
-    from utils.data import resize_square
+    from utils.data_sources import resize_square
 
     return torch.from_numpy(np.stack([resize_square(a, resolution) for a in images])).permute(0, 3, 1, 2)
 
@@ -359,7 +359,10 @@ def failure_modes(row: Row, export, extractor, out_png: Path, out_json: Path, *,
     from utils.export import atomic_write_json
     from models import TRANSLATION_FAMILIES
     from utils.data import to_uint8
-    from utils.metrics import FIDEvaluator, extract_features, generate_and_extract, pixels_sha256, reference_key
+    from utils.features import extract_features, generate_and_extract
+    from utils.fid_evaluator import FIDEvaluator
+    from utils.fid_images import pixels_sha256
+    from utils.reference_stats import reference_key
 
     m = row.metrics
     samples = m["samples"]
@@ -524,7 +527,7 @@ class Extractors:
 
 def row_figures(row: Row, args, fig_dir: Path, extractors: Extractors, device) -> list[str]:
     """Make the requested per-row figures; returns one-line reasons for those that could not be made."""
-    from utils.data import DataError
+    from utils.data_sources import DataError
     from utils.export import ExportError, load_export
     from utils.feature_nets import MetricsError
 

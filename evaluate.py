@@ -10,7 +10,7 @@ The model is rebuilt from the export alone (no architecture flags).  The real re
 held-out split (re-derived from the data settings in its train_config) or ``--real DIR``.  Samples are
 saved as PNG, never JPEG (lossless, so FID on the saved folder equals FID in memory).
 
-metrics.json, schema_version 1 (``utils.metrics.read_metrics`` validates it):
+metrics.json, schema_version 1 (``utils.metrics_schema.read_metrics`` validates it):
   schema_version, created, command, fid_mode ("clean")
   source            kind ("export"|"folder"|"floor"), path, sha256, family, step, epoch, weights ("ema"|"raw")
   samples           n, seed, block_size, seeding, sample_kwargs, resolution, saved_png, dir
@@ -24,7 +24,7 @@ metrics.json, schema_version 1 (``utils.metrics.read_metrics`` validates it):
                     placeholder number; computed metrics on a network's outputs name it in "features"
                     (+ "features_name", "features_sha256") and carry their sample counts ("num_samples",
                     "num_real"); Fréchet distances (fid, fd_dinov2) also "feature_dim" and "biased"
-                    (true when n ≤ feature_dim: singular covariances, see utils.metrics.fd_sample_counts)
+                    (true when n ≤ feature_dim: singular covariances, see utils.metric_math.fd_sample_counts)
   pr_feature_extractor  only with --pr-features vgg16: the P/R network (as feature_extractor, + layer)
   dinov2_feature_extractor  only with fd_dinov2: the DINOv2 network (as feature_extractor)
   versions          python and library versions
@@ -49,12 +49,16 @@ from utils.argtypes import nonneg_int, positive_int
 from utils.attributes import load_domains
 from utils.class_eval import evaluate_acgan
 from utils.data import heldout_from_train_config
-from utils.feature_nets import (DINOV2_TINY, DINOV2_WEIGHTS_ENV, LPIPS_RANDOM, PR_FEATURES, MetricsError, file_sha256,
-                                load_feature_extractor, load_is_classifier, load_vgg16_features)
-from utils.metrics import (FD_METHODS, FID_MODE, METRIC_NAMES, METRICS_SCHEMA_VERSION, OPTIONAL_METRIC_NAMES,
-                           BlockFeatures, FIDEvaluator, MetricsFileError, distributed_extract, generate_and_extract,
-                           inception_score, load_image_folder, load_reference_statistics, lpips_diversity,
-                           not_computed, pixels_sha256, reference_key, save_reference_statistics, write_metrics)
+from utils.aux_metric_nets import LPIPS_RANDOM, PR_FEATURES, load_is_classifier, load_vgg16_features
+from utils.dinov2_features import DINOV2_TINY, DINOV2_WEIGHTS_ENV
+from utils.feature_nets import MetricsError, file_sha256, load_feature_extractor
+from utils.features import BlockFeatures, distributed_extract, generate_and_extract
+from utils.fid_evaluator import FIDEvaluator
+from utils.fid_images import load_image_folder, pixels_sha256
+from utils.metric_math import FD_METHODS, inception_score, lpips_diversity
+from utils.metrics_schema import (FID_MODE, METRIC_NAMES, METRICS_SCHEMA_VERSION, OPTIONAL_METRIC_NAMES,
+                                  MetricsFileError, not_computed, write_metrics)
+from utils.reference_stats import load_reference_statistics, reference_key, save_reference_statistics
 from utils.run import oom_message
 
 # pr = precision + recall (Kynkäänniemi et al. 2019), dc = density + coverage (Naeem et al. 2020), both on the P/R
@@ -249,7 +253,7 @@ def versions() -> dict:
 
 
 def lpips_entry(args, head_images: torch.Tensor, device) -> dict:
-    from utils.feature_nets import load_lpips
+    from utils.aux_metric_nets import load_lpips
 
     if "lpips" not in args.metrics:
         return not_computed("not requested (--metrics)")
@@ -383,7 +387,7 @@ def run(args) -> dict | None:
                   "family": export.family, "step": export.step, "epoch": export.epoch, "weights": export.weights}
         samples = {"n": args.num_samples, "seed": args.seed, "block_size": args.batch_size,
                    "seeding": "block b = samples [b*block_size, (b+1)*block_size) drawn with "
-                              "torch.Generator seeded by utils.metrics.block_seed(seed, b)",
+                              "torch.Generator seeded by utils.features.block_seed(seed, b)",
                    "sample_kwargs": kw, "resolution": int(model.resolution), "saved_png": save_n,
                    "dir": str(sample_dir) if save_n else None}
     else:
@@ -594,7 +598,8 @@ def run_translate(args, acc, export, extractor, out_dir: Path, save_n: int, t_st
     baseline a translator must beat).  Top-level metrics are the mean over the two directions.  The held-out splits
     are re-derived from the export's train_config exactly as train_cyclegan.py made them (never trained on).
     """
-    from utils.data import DataError, to_float, to_uint8
+    from utils.data import to_float, to_uint8
+    from utils.data_sources import DataError
     from utils.images import save_png
 
     device = acc.device

@@ -312,7 +312,8 @@ def run_neighbours(export, args, out: Path) -> dict:
                                    "distances": d_s.tolist(), "train_indices": i_s.tolist(),
                                    **memorisation_report(d_s[:, 0], d_h[:, 0])}}
     if args.features != "none":
-        from utils.metrics import extract_features, load_feature_extractor
+        from utils.feature_nets import load_feature_extractor
+        from utils.features import extract_features
         ext = load_feature_extractor(args.features, weights=args.fid_weights)
         f_train = torch.from_numpy(extract_features(train, ext))
         f_s = torch.from_numpy(extract_features(samples_u8, ext))

@@ -26,7 +26,8 @@ from utils.augment import PRESETS as AUG_PRESETS
 from utils.augment import build_augment
 from utils.checkpoint import Checkpointer
 from utils.cyclegan_training import DomainBatches, PoolCheckpoint, build_nets, cyclegan_update, lr_factor, model_config
-from utils.data import DataError, FaceData, to_float
+from utils.data import FaceData, to_float
+from utils.data_sources import DataError
 from utils.ema import EMA
 from utils.export import save_export
 from utils.images import save_grid

@@ -240,7 +240,8 @@ def heldout_labels(args, data, say) -> tuple[np.ndarray, np.ndarray, str] | None
         say(f"latent plot: {len(found)} of {len(names)} held-out images have a row in {args.attr_file}")
     elif all(n.startswith("synthetic/") for n in names):
         try:
-            from utils.synthetic import ATTRIBUTE_NAMES, face_attributes
+            from utils.synthetic import face_attributes
+            from utils.synthetic_params import ATTRIBUTE_NAMES
         except ImportError:
             say("latent plot skipped: utils.synthetic has no face_attributes")
             return None

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from utils.align import (alignment_transform, detect_batch, load_mtcnn, reference_landmarks,  # noqa: E402
                          resolve_device, warp_face, TEMPLATES_128)
-from utils.data import BadImage, list_images, read_image_rgb  # noqa: E402
+from utils.data_sources import BadImage, list_images, read_image_rgb  # noqa: E402
 from utils.export import atomic_write_json  # noqa: E402
 
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")

@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from utils.align import align_face, detect_batch, load_mtcnn, resolve_device  # noqa: E402
-from utils.data import BadImage, list_images, read_image_rgb  # noqa: E402
+from utils.data_sources import BadImage, list_images, read_image_rgb  # noqa: E402
 from utils.export import atomic_write_json  # noqa: E402
 from utils.fastpath import bench_invocation, cpu_model  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""FID end to end (generate + resize + features + statistics): utils.metrics vs clean-fid's compute_fid(gen=...).
+"""FID end to end (generate + resize + features + statistics): utils.fid_evaluator vs clean-fid's compute_fid(gen=...).
 
     python bench/fid_throughput.py --num-samples 10000 --device cuda                  # FID-10k at 64²
     python bench/fid_throughput.py --num-samples 128 --n-real 128 --device cpu        # CPU figures (slow Inception)
@@ -35,7 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from utils.data import to_uint8  # noqa: E402
 from utils.export import atomic_write_json  # noqa: E402
 from utils.feature_nets import load_feature_extractor, resolve_inception_path  # noqa: E402
-from utils.metrics import FIDEvaluator, block_seed, load_image_folder  # noqa: E402
+from utils.features import block_seed  # noqa: E402
+from utils.fid_evaluator import FIDEvaluator  # noqa: E402
+from utils.fid_images import load_image_folder  # noqa: E402
 
 
 class DCGANGenerator64(nn.Module):
@@ -210,7 +212,7 @@ def main(argv=None) -> dict:
     ref_diff = float(np.abs(ours.pop("real_features") - theirs.pop("real_features")).max())
     theirs.pop("fake_features")
     result = {
-        "what": "FID end to end: utils.metrics (FIDEvaluator) vs cleanfid.fid.compute_fid(gen=..., fdir2=...)",
+        "what": "FID end to end: utils.fid_evaluator (FIDEvaluator) vs cleanfid.fid.compute_fid(gen=..., fdir2=...)",
         "generator": gen_name, "real": real_name, "num_samples": args.num_samples, "batch_size": args.batch_size,
         "feature_extractor": args.feature_extractor, "fd_method_ours": args.fd_method, "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",

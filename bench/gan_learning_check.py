@@ -31,8 +31,9 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 from utils.data import face_data_from_args  # noqa: E402
 from utils.export import atomic_write_json, load_export  # noqa: E402
+from utils.features import generate_and_extract  # noqa: E402
+from utils.fid_evaluator import FIDEvaluator  # noqa: E402
 from utils.gan_training import build_nets, model_config  # noqa: E402
-from utils.metrics import FIDEvaluator, generate_and_extract  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -43,10 +43,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 from utils import fastpath  # noqa: E402
-from utils.data import list_images, load_face_data  # noqa: E402
+from utils.data import load_face_data  # noqa: E402
+from utils.data_sources import list_images  # noqa: E402
 from utils.export import atomic_write_json, load_export  # noqa: E402
+from utils.features import generate_and_extract  # noqa: E402
+from utils.fid_evaluator import FIDEvaluator  # noqa: E402
 from utils.images import save_grid  # noqa: E402
-from utils.metrics import FIDEvaluator, generate_and_extract  # noqa: E402
 
 DEFAULT_STEPS = {"gan": 1500, "vae": 1500, "ddpm": 3000}
 

@@ -20,7 +20,7 @@ from models.acgan import ACGANConfig, ACGANDiscriminator, ACGANGenerator
 from models.losses import gradient_penalty
 from utils.attributes import load_labelled_data
 from utils.class_eval import evaluate_acgan
-from utils.data import DataError
+from utils.data_sources import DataError
 from utils.export import load_export
 
 ROOT = Path(__file__).resolve().parents[1]

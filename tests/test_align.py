@@ -237,7 +237,7 @@ def test_celeba_photos_detection_rate(mtcnn):
     root = os.environ.get("FACEGEN_SHARED_DATA")
     if not root:
         pytest.skip("FACEGEN_SHARED_DATA not set (CelebA photos)")
-    from utils.data import list_images, read_image_rgb
+    from utils.data_sources import list_images, read_image_rgb
 
     files = list_images(Path(root) / "celeba-6k")[:20]
     images = [read_image_rgb(p) for p in files]

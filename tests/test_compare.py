@@ -20,7 +20,7 @@ from models import build_model
 from utils.compare_tables import (CompareError, classify, find_metrics_files, load_rows, read_notes,
                                   replace_marked)
 from utils.export import atomic_write_json, load_export, save_export
-from utils.metrics import read_metrics
+from utils.metrics_schema import read_metrics
 
 TRAIN_CONFIG = {"data": "synthetic", "synthetic_size": 48, "n_real": 8, "resolution": 16, "batch_size": 4, "crop": "center"}
 CONFIGS = {

@@ -16,7 +16,7 @@ from models.cyclegan import (CycleGAN, CycleGANConfig, Generator, ImagePool, bui
                              discriminator_loss, generator_losses, identity_loss)
 import train_cyclegan
 from utils.attributes import load_domains, read_attribute_file
-from utils.data import DataError
+from utils.data_sources import DataError
 from utils.export import load_export, save_export
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -365,7 +365,10 @@ def test_evaluate_translate_mode_scores_each_direction(tmp_path, cache_dir, two_
     the other domain's held-out images — equal to computing it by hand — plus the untranslated baseline."""
     import evaluate
     from utils.data import to_float, to_uint8
-    from utils.metrics import extract_features, fid_from_features, load_feature_extractor, read_metrics
+    from utils.feature_nets import load_feature_extractor
+    from utils.features import extract_features
+    from utils.metric_math import fid_from_features
+    from utils.metrics_schema import read_metrics
 
     x_dir, y_dir = two_folders
     _main_in_process(["--data-x", str(x_dir), "--data-y", str(y_dir), *TINY, "--max-steps", "2", "--sample-every",
@@ -405,8 +408,8 @@ def test_evaluate_translate_mode_scores_each_direction(tmp_path, cache_dir, two_
     from safetensors.torch import save_file
 
     from models.perceptual import vgg16_features_to_relu3_3
-    from utils.feature_nets import VGG16Features, load_vgg16_features
-    from utils.metrics import precision_recall
+    from utils.aux_metric_nets import VGG16Features, load_vgg16_features
+    from utils.metric_math import precision_recall
 
     save_file({f"features.{k}": v for k, v in vgg16_features_to_relu3_3().state_dict().items()},
               str(tmp_path / "vgg.safetensors"))

@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from utils.data import (BadImage, Batches, DataError, combined_heldout_mask, heldout_indices, list_images,
-                        load_face_data, read_image_rgb, to_float, to_uint8)
+from utils.data import Batches, combined_heldout_mask, heldout_indices, load_face_data, to_float, to_uint8
+from utils.data_sources import BadImage, DataError, list_images, read_image_rgb
 
 
 @pytest.fixture(scope="module")

@@ -17,10 +17,11 @@ from PIL import Image
 
 import evaluate
 from tests.toy_family import make_toy_model
-from utils import feature_nets
+from utils import aux_metric_nets, feature_nets
 from utils.data import to_uint8
 from utils.export import save_export
-from utils.metrics import METRIC_NAMES, MetricsFileError, block_seed, read_metrics, validate_metrics, write_metrics
+from utils.features import block_seed
+from utils.metrics_schema import METRIC_NAMES, MetricsFileError, read_metrics, validate_metrics, write_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--feature-extractor", "tiny", "--lpips-weights", "random", "--lpips-samples", "12"]
@@ -160,14 +161,16 @@ def test_precision_recall_on_vgg16_features(setup, first_run, monkeypatch, tmp_p
     from safetensors.torch import save_file
 
     from models.perceptual import vgg16_features_to_relu3_3
-    from utils.metrics import extract_features, load_image_folder, precision_recall
+    from utils.features import extract_features
+    from utils.fid_images import load_image_folder
+    from utils.metric_math import precision_recall
 
     root, real, _, export = setup
     _, first = first_run
     torch.manual_seed(3)
     weights = tmp_path / "vgg.safetensors"   # a random stand-in for the offline relu3_3-only file
     save_file({f"features.{k}": v for k, v in vgg16_features_to_relu3_3().state_dict().items()}, str(weights))
-    monkeypatch.setattr(feature_nets.VGG16Features, "input_size", 32)   # 224² is needlessly slow for a test
+    monkeypatch.setattr(aux_metric_nets.VGG16Features, "input_size", 32)   # 224² is needlessly slow for a test
     out = tmp_path / "vgg"
     res = run_eval(["--ckpt", export, "--real", real, "--num-samples", 24, "--batch-size", 8, "--out", out,
                     "--metrics", "fid,kid,pr", "--feature-extractor", "tiny", "--pr-features", "vgg16",
@@ -181,7 +184,7 @@ def test_precision_recall_on_vgg16_features(setup, first_run, monkeypatch, tmp_p
         assert m[name]["features_sha256"] == feature_nets.file_sha256(weights) and m[name]["k"] == 3
     assert res["pr_feature_extractor"]["layer"] == "relu3_3-gap"
     # independently: VGG features of the saved PNG samples and of the real folder
-    net = feature_nets.load_vgg16_features(weights)
+    net = aux_metric_nets.load_vgg16_features(weights)
     fake_f = extract_features(load_image_folder(out / "samples")[0], net)
     real_f = extract_features(load_image_folder(real)[0], net)
     assert (m["precision"]["value"], m["recall"]["value"]) == pytest.approx(precision_recall(real_f, fake_f, k=3))
@@ -258,7 +261,7 @@ def test_bad_inputs_exit_with_one_line(case, setup, monkeypatch, tmp_path):
     if case == "no_weights":   # offline, no local Inception file
         monkeypatch.delenv("FACEGEN_FID_WEIGHTS", raising=False)
         monkeypatch.setattr(feature_nets, "INCEPTION_DEFAULT_PATH", tmp_path / "inception-2015-12-05.pt")
-        monkeypatch.setattr(feature_nets, "_download", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+        monkeypatch.setattr(feature_nets, "download", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
     else:
         argv += ["--feature-extractor", "tiny"]
     with pytest.raises(SystemExit) as e:
@@ -280,7 +283,9 @@ def test_unknown_metric_is_rejected_by_argparse():
 def test_density_coverage_and_fd_dinov2_in_metrics_json(setup, monkeypatch, tmp_path, capsys):
     """density/coverage on the P/R features and FD-DINOv2 on a tiny random ViT of timm's DINOv2 class: each entry
     names its network and its sample counts; a biased FD is marked and warned about."""
-    from utils.metrics import extract_features, fid_from_features, load_image_folder
+    from utils.features import extract_features
+    from utils.fid_images import load_image_folder
+    from utils.metric_math import fid_from_features
 
     root, real, _, export = setup
     out = tmp_path / "new"

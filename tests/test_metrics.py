@@ -1,4 +1,5 @@
-"""utils.metrics / utils.feature_nets: exactness against clean-fid and PIL, metric definitions, loaders, cache.
+"""The metrics modules (utils.fid_images, metric_math, features, reference_stats, fid_evaluator) and
+utils.feature_nets: exactness against clean-fid and PIL, metric definitions, loaders, cache.
 
 The folder-vs-folder FID test runs with the seeded 'tiny' extractor always, and with clean-fid's real Inception
 when FACEGEN_FID_WEIGHTS (or /tmp/inception-2015-12-05.pt) and FACEGEN_SHARED_DATA are set (~120 images).
@@ -13,13 +14,15 @@ import pytest
 import torch
 from PIL import Image
 
-from utils import feature_nets
-from utils.feature_nets import (INCEPTION_DEFAULT_PATH, InceptionClassifier, MetricsError, TinyFeatures,
-                                file_sha256, load_feature_extractor, load_is_classifier, load_lpips)
-from utils.metrics import (FIDEvaluator, block_seed, clean_resize, extract_features, fid_from_features,
-                           frechet_distance, inception_score, kid, load_image_folder, load_reference_features,
-                           lpips_diversity, my_blocks, pil_clean_resize, precision_recall, reference_key,
-                           resize_weights, save_reference_features)
+from utils import aux_metric_nets, dinov2_features, feature_nets
+from utils.aux_metric_nets import InceptionClassifier, load_is_classifier, load_lpips
+from utils.feature_nets import INCEPTION_DEFAULT_PATH, MetricsError, TinyFeatures, file_sha256, load_feature_extractor
+from utils.features import block_seed, extract_features, my_blocks
+from utils.fid_evaluator import FIDEvaluator
+from utils.fid_images import clean_resize, load_image_folder, pil_clean_resize, resize_weights
+from utils.metric_math import (fid_from_features, frechet_distance, inception_score, kid, lpips_diversity,
+                               precision_recall)
+from utils.reference_stats import load_reference_features, reference_key, save_reference_features
 
 RNG = np.random.default_rng(1234)
 
@@ -221,7 +224,7 @@ def _random_vgg_to_relu3_3(path: Path) -> dict:
 
 def test_vgg16_relu3_3_file_gives_pooled_relu3_3_features(tmp_path, monkeypatch):
     state = _random_vgg_to_relu3_3(tmp_path / "vgg.safetensors")
-    net = feature_nets.load_vgg16_features(tmp_path / "vgg.safetensors")
+    net = aux_metric_nets.load_vgg16_features(tmp_path / "vgg.safetensors")
     assert (net.dim, net.layer, net.name) == (256, "relu3_3-gap", "vgg16-relu3_3-gap")
     info = net.features_info()
     assert info == {"features": "vgg16 relu3_3 global-avg-pool (256-d)", "features_name": "vgg16-relu3_3-gap",
@@ -241,12 +244,12 @@ def test_vgg16_relu3_3_file_gives_pooled_relu3_3_features(tmp_path, monkeypatch)
         assert torch.allclose(net(x), expect, rtol=1e-4, atol=1e-5)
     # $FACEGEN_VGG_WEIGHTS is the default; without any file it is a one-line error naming the flag
     monkeypatch.setenv("FACEGEN_VGG_WEIGHTS", str(tmp_path / "vgg.safetensors"))
-    assert feature_nets.load_vgg16_features().sha256 == net.sha256
+    assert aux_metric_nets.load_vgg16_features().sha256 == net.sha256
     monkeypatch.delenv("FACEGEN_VGG_WEIGHTS")
     with pytest.raises(MetricsError, match="--pr-vgg-weights"):
-        feature_nets.load_vgg16_features()
+        aux_metric_nets.load_vgg16_features()
     with pytest.raises(MetricsError, match="not found"):
-        feature_nets.load_vgg16_features(tmp_path / "missing.pth")
+        aux_metric_nets.load_vgg16_features(tmp_path / "missing.pth")
 
 
 def test_vgg16_full_state_dict_gives_fc2_features():
@@ -256,7 +259,7 @@ def test_vgg16_full_state_dict_gives_fc2_features():
         shapes = {k: v.shape for k, v in vgg16(weights=None).state_dict().items()}
     g = torch.Generator().manual_seed(0)
     state = {k: torch.randn(s, generator=g) * (0.01 if k.startswith("classifier") else 0.05) for k, s in shapes.items()}
-    net = feature_nets.VGG16Features(state)
+    net = aux_metric_nets.VGG16Features(state)
     assert (net.dim, net.layer, net.label) == (4096, "fc2", "vgg16 fc2 (4096-d)") and net.input_size == 224
     with torch.device("meta"):
         ref = vgg16(weights=None).eval()
@@ -290,7 +293,7 @@ def test_inception_missing_offline_is_one_line_error(tmp_path, monkeypatch):
     def offline(url, dest, timeout=30.0):
         raise OSError("network unreachable")
 
-    monkeypatch.setattr(feature_nets, "_download", offline)
+    monkeypatch.setattr(feature_nets, "download", offline)
     with pytest.raises(MetricsError) as e:
         load_feature_extractor("inception")
     msg = str(e.value)
@@ -353,8 +356,8 @@ def test_lpips_backbone_file_and_offline_default(tmp_path, monkeypatch):
     with pytest.raises(MetricsError, match="AlexNet"):
         load_lpips(str(tmp_path / "bad.pth"))
 
-    monkeypatch.setattr(feature_nets, "_torch_hub_file", lambda url: tmp_path / "hub" / "alexnet-owt-7be5be79.pth")
-    monkeypatch.setattr(feature_nets, "_download", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    monkeypatch.setattr(aux_metric_nets, "_torch_hub_file", lambda url: tmp_path / "hub" / "alexnet-owt-7be5be79.pth")
+    monkeypatch.setattr(aux_metric_nets, "download", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
     net, info = load_lpips(None)
     assert net is None and "--lpips-weights" in info["not_computed"]
 
@@ -426,7 +429,7 @@ def direct_density_coverage(real: np.ndarray, fake: np.ndarray, k: int) -> tuple
 
 
 def test_density_coverage_closed_cases():
-    from utils.metrics import density_coverage
+    from utils.metric_math import density_coverage
 
     x = RNG.normal(size=(60, 16)).astype(np.float32)
     density, coverage = density_coverage(x, x.copy(), k=5)
@@ -440,7 +443,7 @@ def test_density_coverage_closed_cases():
 
 
 def test_density_coverage_match_direct_computation():
-    from utils.metrics import density_coverage
+    from utils.metric_math import density_coverage
 
     real = RNG.normal(size=(70, 8)).astype(np.float32)
     fake = (RNG.normal(size=(50, 8)) * 1.3 + 0.4).astype(np.float32)
@@ -452,7 +455,7 @@ def test_density_coverage_match_direct_computation():
 
 
 def test_fd_entries_carry_sample_counts_and_bias():
-    from utils.metrics import fd_sample_counts
+    from utils.metric_math import fd_sample_counts
 
     assert fd_sample_counts(1000, 1000, 2048)["biased"] and not fd_sample_counts(5000, 3000, 2048)["biased"]
     assert fd_sample_counts(2048, 5000, 2048)["biased"]               # n = d: covariance rank n − 1 < d
@@ -474,7 +477,7 @@ def test_fd_entries_carry_sample_counts_and_bias():
 def test_dinov2_tiny_vit_preprocessing_features_and_cache(tmp_path):
     import timm
 
-    from utils.feature_nets import DINOV2_INPUT, DINOv2Features, dinov2_pos_embed
+    from utils.dinov2_features import DINOV2_INPUT, DINOv2Features, dinov2_pos_embed
 
     net = load_feature_extractor("dinov2", weights="tiny")
     assert isinstance(net, DINOv2Features) and isinstance(net.vit, timm.models.vision_transformer.VisionTransformer)
@@ -506,7 +509,7 @@ def test_dinov2_tiny_vit_preprocessing_features_and_cache(tmp_path):
 
 
 def tiny_vit_pos_embed() -> torch.Tensor:
-    from utils.feature_nets import tiny_dinov2_vit
+    from utils.dinov2_features import tiny_dinov2_vit
 
     return tiny_dinov2_vit().pos_embed.detach().clone()
 
@@ -516,14 +519,14 @@ def test_dinov2_weight_file_loads_through_timm(tmp_path):
     ViT-L/14 file does; a tiny file of the same class stands in for it."""
     from safetensors.torch import save_file
 
-    from utils.feature_nets import DINOV2_TINY_ARGS, load_dinov2_features, tiny_dinov2_vit
+    from utils.dinov2_features import DINOV2_TINY_ARGS, load_dinov2_features, tiny_dinov2_vit
 
     path = tmp_path / "model.safetensors"
     save_file({k: v.contiguous() for k, v in tiny_dinov2_vit(seed=4).state_dict().items()}, str(path))
     net = load_dinov2_features(path, tiny_args=DINOV2_TINY_ARGS)
     assert net.path == str(path.resolve()) and net.sha256 == file_sha256(path) and net.dim == 32
     images = smooth_images(4, 32, 32, seed=5)
-    ref = feature_nets.DINOv2Features(tiny_dinov2_vit(seed=4), name="t", label="t")
+    ref = dinov2_features.DINOv2Features(tiny_dinov2_vit(seed=4), name="t", label="t")
     np.testing.assert_allclose(extract_features(images, net), extract_features(images, ref), rtol=1e-5, atol=1e-6)
     (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 16)
     with pytest.raises(MetricsError, match="not a DINOv2"):
@@ -531,7 +534,7 @@ def test_dinov2_weight_file_loads_through_timm(tmp_path):
 
 
 def test_dinov2_missing_weights_offline_is_one_line_error(tmp_path, monkeypatch):
-    monkeypatch.delenv(feature_nets.DINOV2_WEIGHTS_ENV, raising=False)
+    monkeypatch.delenv(dinov2_features.DINOV2_WEIGHTS_ENV, raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")           # never touch the network in the suite
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     import huggingface_hub.constants as hc
@@ -540,10 +543,10 @@ def test_dinov2_missing_weights_offline_is_one_line_error(tmp_path, monkeypatch)
     with pytest.raises(MetricsError) as e:
         load_feature_extractor("dinov2")
     msg = str(e.value)
-    assert "\n" not in msg and feature_nets.DINOV2_HF_URL in msg and "--dinov2-weights" in msg, msg
+    assert "\n" not in msg and dinov2_features.DINOV2_HF_URL in msg and "--dinov2-weights" in msg, msg
     with pytest.raises(MetricsError, match="does not exist"):
         load_feature_extractor("dinov2", weights=tmp_path / "nope.safetensors")
-    monkeypatch.setenv(feature_nets.DINOV2_WEIGHTS_ENV, str(tmp_path / "env.pth"))
+    monkeypatch.setenv(dinov2_features.DINOV2_WEIGHTS_ENV, str(tmp_path / "env.pth"))
     with pytest.raises(MetricsError, match="FACEGEN_DINOV2_WEIGHTS"):
         load_feature_extractor("dinov2")
 
@@ -555,7 +558,7 @@ def test_dinov2_missing_weights_offline_is_one_line_error(tmp_path, monkeypatch)
 def test_reference_statistics_file_roundtrip_and_checks(tmp_path):
     import json
 
-    from utils.metrics import load_reference_statistics, save_reference_statistics
+    from utils.reference_stats import load_reference_statistics, save_reference_statistics
 
     tiny = TinyFeatures()
     feats = RNG.normal(size=(30, 64)).astype(np.float32)

@@ -104,7 +104,7 @@ def test_track_passes_items_through_with_or_without_bar(monkeypatch, capsys):
 @pytest.mark.parametrize("forced", ["0", "1"])
 def test_feature_extraction_bar(forced, monkeypatch, capsys):
     from utils.feature_nets import TinyFeatures
-    from utils.metrics import distributed_extract
+    from utils.features import distributed_extract
 
     monkeypatch.setenv(PROGRESS_ENV, forced)
     images = torch.zeros(5, 3, 16, 16, dtype=torch.uint8)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from utils.metrics import read_metrics
+from utils.metrics_schema import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"

@@ -4,8 +4,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from utils.synthetic import (ATTRIBUTE_NAMES, face_attributes, main, render_face_params, render_faces,
-                             sample_face_params)
+from utils.synthetic import face_attributes, main, render_faces
+from utils.synthetic_drawing import render_face_params
+from utils.synthetic_params import ATTRIBUTE_NAMES, sample_face_params
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils.data import DataError, FaceData, face_data_from_args
+from utils.data import FaceData, face_data_from_args, heldout_indices
+from utils.data_sources import DataError, celeba_sets, default_cache_dir, folder_set, synthetic_set
 
 
 # ---------------------------------------------------------------------------------------------
@@ -63,15 +64,14 @@ def source_names(args, data: FaceData) -> tuple[list[str], list[str]]:
     """
     if hasattr(data, "train_names"):
         return list(data.train_names), list(data.heldout_names)
-    from utils import data as D
-    cache = Path(args.cache_dir) if args.cache_dir else D.default_cache_dir()
+    cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     if args.data == "celeba":
-        train_set, pool = D._celeba_sets(args.data_root, args.resolution, args.crop, args.download, cache)
-        train, held = train_set.names, [pool.names[i] for i in D.heldout_indices(pool.names, args.n_real, 1.0)]
+        train_set, pool = celeba_sets(args.data_root, args.resolution, args.crop, args.download, cache)
+        train, held = train_set.names, [pool.names[i] for i in heldout_indices(pool.names, args.n_real, 1.0)]
     else:
-        raw = (D._synthetic_set(args.synthetic_size, args.resolution, getattr(args, "data_seed", 0), cache)
-               if args.data == "synthetic" else D._folder_set(args.data, args.resolution, args.crop, cache))
-        held_idx = set(D.heldout_indices(raw.names, args.n_real).tolist())
+        raw = (synthetic_set(args.synthetic_size, args.resolution, getattr(args, "data_seed", 0), cache)
+               if args.data == "synthetic" else folder_set(args.data, args.resolution, args.crop, cache))
+        held_idx = set(heldout_indices(raw.names, args.n_real).tolist())
         train = [n for i, n in enumerate(raw.names) if i not in held_idx]
         held = [raw.names[i] for i in sorted(held_idx)]
     if (len(train), len(held)) != (len(data.train), len(data.heldout)):
@@ -82,7 +82,8 @@ def source_names(args, data: FaceData) -> tuple[list[str], list[str]]:
 def attribute_signs(args, names: list[str]) -> np.ndarray:
     """±1 per name (0: no attribute row for it)."""
     if args.data == "synthetic":
-        from utils.synthetic import ATTRIBUTE_NAMES, face_attributes
+        from utils.synthetic import face_attributes
+        from utils.synthetic_params import ATTRIBUTE_NAMES
         if args.attr not in ATTRIBUTE_NAMES:
             raise DataError(f"synthetic faces have no attribute {args.attr!r}; they have: {', '.join(ATTRIBUTE_NAMES)}")
         idx = [int(n.rsplit("/", 1)[1]) for n in names]
@@ -90,7 +91,6 @@ def attribute_signs(args, names: list[str]) -> np.ndarray:
         return face_attributes(idx, seed=seed)[args.attr].astype(np.int64) * 2 - 1
     attr_file = args.attr_file
     if attr_file is None and args.data == "celeba":
-        from utils.data import default_cache_dir
         attr_file = Path(args.data_root or default_cache_dir() / "celeba") / "celeba" / "list_attr_celeba.txt"
     if attr_file is None:
         raise DataError(f"--attr {args.attr} on a folder needs --attr-file (CelebA-format attribute list)")

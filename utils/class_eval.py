@@ -42,7 +42,9 @@ def evaluate_acgan(export, *, num_per_class: int = 1000, extractor="inception", 
     5000 labelled real training images — independent of the GAN (its own auxiliary classifier is what G was
     trained to satisfy).  Its accuracy on held-out real images is reported as the reference ceiling.
     """
-    from utils.metrics import MetricsError, extract_features, fid_from_features, load_feature_extractor
+    from utils.feature_nets import MetricsError, load_feature_extractor
+    from utils.features import extract_features
+    from utils.metric_math import fid_from_features
 
     if export.family != "acgan":
         raise MetricsError(f"evaluate_acgan needs an 'acgan' export, got {export.family!r}")

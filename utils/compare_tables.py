@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from utils.metrics import MetricsFileError, read_metrics
+from utils.metrics_schema import MetricsFileError, read_metrics
 
 
 class CompareError(SystemExit):

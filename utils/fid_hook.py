@@ -2,7 +2,7 @@
 
 The feature extractor is loaded when the run starts, so a missing offline Inception file fails in the
 first second rather than after 25 epochs; the reference statistics of the held-out split are computed
-at the first evaluation and cached on disk (utils.metrics), so later runs on the same split reuse them.
+at the first evaluation and cached on disk (utils.reference_stats), so later runs on the same split reuse them.
 All processes call it; sampling and feature extraction are split across them and gathered.
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ class TrainingFID:
         """FID of ``module.sample(...)`` (EMA weights) vs the held-out split; logged as kind 'fid'."""
         if not self.enabled:
             return None
-        from utils.metrics import FIDEvaluator
+        from utils.fid_evaluator import FIDEvaluator
 
         if self.evaluator is None:
             # eigh gives sqrtm's trace to ~1e-6 when samples outnumber feature dims, several times faster.
@@ -49,7 +49,7 @@ class TrainingFID:
                                        batch_size=64, seed=self.run.args.seed)
         module.train(was_training)
         n_real = len(self.evaluator.real_features)
-        biased = min(self.n, n_real) <= self.extractor.dim   # utils.metrics.fd_sample_counts
+        biased = min(self.n, n_real) <= self.extractor.dim   # utils.metric_math.fd_sample_counts
         self.log.log(step, {"fid": value, "num_samples": self.n, "num_real": n_real,
                             "extractor": self.run.args.fid_extractor, "feature_dim": self.extractor.dim,
                             "biased": biased}, kind="fid")

@@ -82,7 +82,7 @@ def metrics_for(export_path: Path, metrics_path: Path | None) -> tuple[dict | No
     """(metrics.json of this very export or None, why not): a metrics.json of an earlier file of the same name
     (e.g. before a resumed run re-exported) must not describe this one."""
     from utils.feature_nets import file_sha256
-    from utils.metrics import MetricsFileError, read_metrics
+    from utils.metrics_schema import MetricsFileError, read_metrics
 
     metrics_path = metrics_path or find_metrics(export_path)
     if metrics_path is None:

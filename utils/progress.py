@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Iterable
+from typing import Any, Callable, Iterable
 
 PROGRESS_ENV = "FACEGEN_PROGRESS"
 
@@ -41,8 +41,11 @@ def bar(total: int | None = None, *, desc: str = "", unit: str = "it", initial: 
 
 
 def track(iterable: Iterable, *, total: int | None = None, desc: str = "", unit: str = "it",
-          enabled: bool | None = None, leave: bool = False) -> Iterable:
-    """``iterable`` wrapped in a bar when bars are on, else unchanged."""
+          enabled: bool | None = None, leave: bool = False, size: Callable[[Any], int] | None = None) -> Iterable:
+    """``iterable`` wrapped in a bar when bars are on, else unchanged.
+
+    ``size(item)``: how many units an item counts for once consumed (e.g. the images in a block); default 1.
+    """
     b = bar(total if total is not None else _len(iterable), desc=desc, unit=unit, enabled=enabled, leave=leave)
     if b is None:
         yield from iterable
@@ -50,7 +53,7 @@ def track(iterable: Iterable, *, total: int | None = None, desc: str = "", unit:
     try:
         for item in iterable:
             yield item
-            b.update(1)
+            b.update(1 if size is None else size(item))
     finally:
         finish(b)
 

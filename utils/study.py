@@ -77,7 +77,7 @@ FAMILY_FLAGS = {"gan": ("--ngf", "32", "--ndf", "32"), "vae": ("--base-channels"
                 "ddpm": ("--base-channels", "32", "--layers-per-block", "1")}
 DDIM_STEPS = 50   # evaluation sampler of the DDPM rows (the learning-parity benchmark's)
 # Samples per row and held-out photos: more than Inception's 2048 feature dimensions, so that neither covariance
-# is singular (utils.metrics.fd_sample_counts marks a Fréchet distance from n ≤ d samples as biased).
+# is singular (utils.metric_math.fd_sample_counts marks a Fréchet distance from n ≤ d samples as biased).
 SAMPLES = 2100
 
 # Seconds per training step at batch 64, fp32, measured with `mini_study.sh --calibrate` on the 2-core AMD EPYC
