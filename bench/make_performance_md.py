@@ -193,6 +193,8 @@ def parity_section(folder: Path) -> list[str]:
                          + " / ".join(f"{x['fid']:.1f}" for x in copied) + ", KID "
                          + " / ".join(f"{x['kid']:.3f}" for x in copied) + ", recall "
                          + " / ".join(f"{x['recall']:.3f}" for x in copied))
+            if r.get("note"):
+                extra += f"; note: {r['note']}"
             floor = r.get("real_floor", {})
             unet = (f", {c['layers_per_block']} block(s)/level, attention at {c['attn_res']}, DDIM {c['sample_steps']}"
                     if r["family"] == "ddpm" else "")
