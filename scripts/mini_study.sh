@@ -3,7 +3,7 @@
 # 64 px) on a folder of face photos, one row at a time at full CPU, each evaluated on 2100 samples vs 2100
 # held-out photos (more than Inception's 2048 dimensions); then compare.py writes the tables and figures into
 # RESULTS and the README.  Each row is its own scripts/<row>.sh with the budget, narrower nets and fp32
-# appended; utils/study.py has the plan and the measured per-row times.  Resumable: after a stop, run the same
+# appended; utils/study_rows.py has the rows, budgets and measured per-row times.  Resumable: after a stop, run the same
 # command again.
 #   RAW=path/to/photos bash scripts/mini_study.sh        # the study (prints its time estimate first)
 #   bash scripts/mini_study.sh --plan                    # the estimate and the commands, nothing run

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.test_scripts import check, photo_folder
-from utils.study import ABLATION_STEPS, ROWS, Settings, row_flags
+from utils.study_rows import ABLATION_STEPS, ROWS, Settings, row_flags
 
 ROOT = Path(__file__).resolve().parents[1]
 MINI_ROWS = "phase1_1B_full gan_2.1_dcgan"
