@@ -49,7 +49,7 @@ from utils.argtypes import nonneg_int, positive_int
 from utils.attributes import load_domains
 from utils.class_eval import evaluate_acgan
 from utils.data import heldout_from_train_config
-from utils.aux_metric_nets import LPIPS_RANDOM, PR_FEATURES, load_is_classifier, load_vgg16_features
+from utils.aux_metric_nets import PR_FEATURES, load_is_classifier, load_vgg16_features
 from utils.dinov2_features import DINOV2_TINY, DINOV2_WEIGHTS_ENV
 from utils.feature_nets import MetricsError, file_sha256, load_feature_extractor
 from utils.features import BlockFeatures, distributed_extract, generate_and_extract

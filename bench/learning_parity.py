@@ -20,7 +20,7 @@ images excluded), at the same resolution, batch size and number of steps:
               ε-MSE, AdamW with its defaults, cosine LR with warm-up, diffusers' EMAModel), sampled with
               DDIMPipeline from the EMA weights with our sampler's DDIM settings (steps, η 0, timestep spacing).
 
-Both are scored by one evaluator (utils/metrics.FIDEvaluator): clean-fid Inception FID and KID, precision/recall,
+Both are scored by one evaluator (utils/fid_evaluator.FIDEvaluator): clean-fid Inception FID and KID, precision/recall,
 ``--samples`` generated images against the same ``--n-real`` held-out images.  Results (per seed and the
 seed-to-seed spread) go to ``--out`` as JSON with the command and machine, and 8×8 sample grids to ``--grids``.
 Every phase is resumable: a finished training or score is read back instead of recomputed.
