@@ -24,16 +24,14 @@ from utils.argtypes import Every, nonneg_float, positive_float, positive_int
 from utils.attributes import load_domains
 from utils.augment import PRESETS as AUG_PRESETS
 from utils.augment import build_augment
-from utils.checkpoint import Checkpointer
 from utils.cyclegan_training import DomainBatches, PoolCheckpoint, build_nets, cyclegan_update, lr_factor, model_config
 from utils.data import FaceData, to_float
 from utils.data_sources import DataError
-from utils.ema import EMA
 from utils.export import save_export
 from utils.images import save_grid
-from utils.loop import Loop
 from utils.run import add_common_args, config_of, run_name, setup_run
-from utils.tracking import StatsLog, plot_curves
+from utils.tracking import plot_curves
+from utils.trainer_setup import open_loop
 
 # Plotted terms; loss_G (the weighted total, ~10x larger, which would flatten the others) stays in stats.jsonl.
 CURVE_KEYS = ["adv_xy", "adv_yx", "cycle", "identity", "loss_D_x", "loss_D_y"]
@@ -162,8 +160,7 @@ def main(argv=None):
 
     # ---- build
     cfg = model_config(args)
-    nets = build_nets(args, cfg, acc)
-    ema = EMA(nets.gens, args.ema_decay)  # after prepare: DDP has broadcast rank 0's weights into `gens` in place
+    nets, ema = build_nets(args, cfg, acc)
     n_params = sum(p.numel() for p in nets.gens.parameters()) / 1e6
     run.print(f"generators G_xy + G_yx: {n_params:.2f}M parameters; discriminators: {args.disc}")
 
@@ -174,15 +171,11 @@ def main(argv=None):
     pool_ckpt = None
     if args.pool_size:
         pool_ckpt = slots["pools"] = PoolCheckpoint(pools, acc.num_processes, args.resolution, run.device)
-    loop = Loop(run, batches.lead, Checkpointer(run, slots, batches.lead))
-    extra = loop.resume()
+    loop, log, extra = open_loop(run, batches.lead, slots)
     if extra:
         batches.other.load_state_dict(extra["other_batches"])
         if pool_ckpt is not None:
             pool_ckpt.restore(acc.process_index)
-    log = StatsLog(run)
-    if loop.step:
-        log.truncate_after(loop.step)
 
     def save_state():  # collective
         if pool_ckpt is not None:

@@ -24,17 +24,15 @@ from models.ddpm import (BETA_SCHEDULES, PREDICTION_TYPES, TIMESTEP_SPACINGS, Di
                          DiffusionModel, export_diffusers, train_scheduler)
 from utils.argtypes import nonneg_float, positive_float, positive_int, positive_int_tuple, unit_float
 from utils.augment import PRESETS, build_augment
-from utils.checkpoint import Checkpointer
-from utils.data import Batches, face_data_from_args
+from utils.data import face_data_from_args
 from utils.ddpm_training import QuartileLoss, ddpm_update, lr_at, model_config, quartile_keys
 from utils import fastpath
-from utils.ema import EMA
 from utils.export import atomic_write_json, save_export
 from utils.fid_hook import TrainingFID
 from utils.images import save_grid
-from utils.loop import Loop
-from utils.run import add_common_args, config_of, data_on_device, setup_run
-from utils.tracking import StatsLog, plot_curves
+from utils.run import add_common_args, config_of, setup_run, train_batches
+from utils.tracking import plot_curves
+from utils.trainer_setup import open_loop, prepare_models
 
 
 # ------------------------------------------------------------------------------------------------ flags
@@ -109,10 +107,10 @@ def save_sample_set(model: DiffusionModel, noise_seed: int, num: int, path) -> N
     atomic_write_json(path.with_suffix(".json"), {"noise_seed": noise_seed, "num": num, **model.sampler_settings()})
 
 
-def write_export(path, model: DiffusionModel, cfg: DiffusionConfig, args, loop, data, last_fid):
+def write_export(path, model: DiffusionModel, cfg: DiffusionConfig, args, loop, data):
     return save_export(path, "ddpm", model, cfg.to_dict(), config_of(args), step=loop.step, epoch=loop.epoch,
                        weights="ema", train_seconds=loop.train_seconds,
-                       extra={"data": data.info, "fid": last_fid, "fid_extractor": args.fid_extractor,
+                       extra={"data": data.info, "fid": loop.last_fid, "fid_extractor": args.fid_extractor,
                               "fid_sampler": model.sampler_settings(args.fid_sample_steps, args.eta),
                               "sampler": model.sampler_settings()})
 
@@ -139,23 +137,13 @@ def main(argv=None) -> None:
     # fused/foreach kernels (--optimizer-impl) run the same AdamW update; they differ in float rounding only.
     opt = fastpath.make_optimizer(torch.optim.AdamW, model.parameters(), getattr(args, "optimizer_impl", "auto"),
                                   lr=args.lr, betas=(args.beta1, args.beta2), weight_decay=args.weight_decay)
-    ema = EMA(model, args.ema_decay).to(run.device)
-    if getattr(args, "channels_last", False):  # after the EMA copy: the exported UNet stays NCHW
-        fastpath.channels_last_(model)
-    if args.compile:
-        model.unet.compile()  # in place: state-dict keys (and so checkpoints) stay the same
-    model, opt = acc.prepare(model, opt)
+    # Only the UNet is compiled: it is what the training forward runs.
+    ema, (model, opt) = prepare_models(acc, args, model, [model, opt], compiled=[model.unet])
 
-    batches = Batches(data.train, args.batch_size, seed=args.seed, rank=acc.process_index, world=acc.num_processes,
-                      device=run.device, on_device=data_on_device(args, data.train, run.device))
-    loop = Loop(run, batches, Checkpointer(run, {"ema": ema}, batches))
-    extra = loop.resume()
+    batches = train_batches(run, data.train, args.seed)
+    loop, log, extra = open_loop(run, batches, {"ema": ema})
     quartiles = QuartileLoss(cfg.num_train_timesteps, run.device)
     quartiles.load(extra.get("quartiles"))
-    last_fid = extra.get("last_fid")
-    log = StatsLog(run)
-    if args.resume:
-        log.truncate_after(loop.step)
     augment = build_augment(args.aug)
     grad_norm = torch.zeros((), device=run.device)
     run.print(f"AdamW lr {args.lr:g} (warm-up {args.warmup_steps}), EMA {args.ema_decay}, aug {args.aug}; DDIM "
@@ -163,7 +151,7 @@ def main(argv=None) -> None:
               f"({batches.steps_per_epoch}/epoch) from step {loop.step}")
 
     def schedule_state() -> dict:
-        return {"quartiles": quartiles.state(), "last_fid": last_fid}
+        return {"quartiles": quartiles.state()}
 
     for x in loop:
         for group in opt.param_groups:
@@ -190,21 +178,20 @@ def main(argv=None) -> None:
         if loop.due("sample") and run.is_main:
             save_sample_set(ema.module, args.seed, args.grid_samples, run.path("samples", f"step{loop.step:07d}.png"))
         if loop.due("fid"):
-            last_fid = fid(ema.module, loop.step, steps=args.fid_sample_steps, eta=args.eta)
+            loop.last_fid = fid(ema.module, loop.step, steps=args.fid_sample_steps, eta=args.eta)
         if loop.due("export") and run.is_main:
-            write_export(run.path("exports", f"step{loop.step:07d}.safetensors"), ema.module, cfg, args, loop, data,
-                         last_fid)
+            write_export(run.path("exports", f"step{loop.step:07d}.safetensors"), ema.module, cfg, args, loop, data)
         if loop.due("save"):
             loop.save(**schedule_state())
     loop.finish(**schedule_state())
 
     if run.is_main:
-        path = write_export(run.path("export.safetensors"), ema.module, cfg, args, loop, data, last_fid)
+        path = write_export(run.path("export.safetensors"), ema.module, cfg, args, loop, data)
         export_diffusers(ema.module, run.path("diffusers"))
         save_sample_set(ema.module, args.seed, args.grid_samples, run.path("samples.png"))
         plot_curves(run.path("stats.jsonl"), run.path("loss.png"), keys=quartile_keys(cfg.num_train_timesteps),
                     title=f"DDPM loss ({cfg.beta_schedule}, {cfg.prediction_type})", ylabel="MSE")
-        fid_text = f", FID {last_fid:.2f} ({args.fid_extractor})" if last_fid is not None else ""
+        fid_text = f", FID {loop.last_fid:.2f} ({args.fid_extractor})" if loop.last_fid is not None else ""
         run.print(f"done: {loop.step} steps ({loop.epoch} epochs) in {loop.train_seconds:.0f} s "
                   f"({loop.images_per_second(args.batch_size):.1f} img/s){fid_text}; "
                   f"samples {run.path('samples.png')}; "

@@ -47,17 +47,15 @@ from models.perceptual import ENV_WEIGHTS, INITS, NORMALIZE, resolve_weights_pat
 from models.vae import NORMS, VAE
 from utils.argtypes import Every, nonneg_float, positive_float, positive_int
 from utils.augment import PRESETS, build_augment
-from utils.checkpoint import Checkpointer
 from utils.data import face_data_from_args, to_float
-from utils.ema import EMA
 from utils.export import save_export
 from utils.fid_hook import TrainingFID
 from utils.images import save_grid
-from utils.loop import Loop
 from utils.run import add_common_args, config_of, setup_run, train_batches
-from utils.tracking import RunningMeans, StatsLog, plot_curves
+from utils.tracking import RunningMeans, plot_curves
+from utils.trainer_setup import open_loop, prepare_models
 from utils.vae_training import (RECON_LOSSES, HeldoutEval, adv_ramp, build_nets, make_optimizers, model_config,
-                                prepare_nets, vae_update)
+                                vae_update)
 
 DISC_LOSSES = ("hinge", "bce", "lsgan")
 ADV_WEIGHTS = ("adaptive", "fixed")
@@ -317,17 +315,13 @@ def main(argv=None) -> None:
     opt, opt_d = make_optimizers(args, vae, disc)
     # BatchNorm statistics recomputed for the EMA weights before each use (utils/ema.py), on training images.
     local_batch = args.batch_size // acc.num_processes
-    ema = EMA(vae.to(run.device), args.ema_decay, standing=lambda m: m(
-        to_float(data.train[torch.randint(len(data.train), (local_batch,))].to(run.device))))
-    vae, opt, disc, opt_d = prepare_nets(acc, args, vae, opt, disc, opt_d, perceptual)  # after the EMA copy
+    ema, (vae, opt, disc, opt_d) = prepare_models(
+        acc, args, vae, [vae, opt, disc, opt_d], layout=[perceptual], standing=lambda m: m(
+            to_float(data.train[torch.randint(len(data.train), (local_batch,))].to(run.device))))
     gan = LOSSES[args.disc_loss]
 
     batches = train_batches(run, data.train, args.seed)
-    loop = Loop(run, batches, Checkpointer(run, {"ema": ema}, batches))
-    loop.resume()
-    log = StatsLog(run)
-    if loop.step > 0:
-        log.truncate_after(loop.step)
+    loop, log, _ = open_loop(run, batches, {"ema": ema})
     augment = build_augment(args.aug)
     disc_start = args.disc_start.steps(batches.steps_per_epoch)
     ramp_steps = args.adv_ramp.steps(batches.steps_per_epoch)
@@ -340,7 +334,8 @@ def main(argv=None) -> None:
     def export(path: Path, metrics: dict | None = None) -> None:
         save_export(path, "vae", ema.for_sampling(), asdict(cfg), config_of(args), step=loop.step, epoch=loop.epoch,
                     weights="ema", train_seconds=loop.train_seconds,
-                    extra={"heldout": metrics or {}, "data": data.info, "vgg": getattr(perceptual, "source", None)})
+                    extra={"heldout": metrics or {}, "data": data.info, "vgg": getattr(perceptual, "source", None),
+                           "fid": loop.last_fid, "fid_extractor": args.fid_extractor})
 
     if run.is_main and loop.step == 0:
         heldout(loop)
@@ -370,7 +365,7 @@ def main(argv=None) -> None:
             reconstruction_grid(sampler, show, run.path("recon", f"step{loop.step:07d}.png"))
             heldout(loop)
         if loop.due("fid"):
-            fid(ema.for_sampling(), loop.step)
+            loop.last_fid = fid(ema.for_sampling(), loop.step)
         if loop.due("export") and run.is_main:
             export(run.path("exports", f"step{loop.step:07d}.safetensors"), heldout.at(loop.step))
         if loop.due("save"):

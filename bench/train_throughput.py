@@ -235,10 +235,9 @@ def our_step(family: str, targs, models: dict, data, device: torch.device) -> Ca
 
     from utils.augment import build_augment
     from utils.data import Batches
-    from utils.ema import EMA
+    from utils.trainer_setup import prepare_models
 
     acc = Accelerator(mixed_precision=targs.mixed_precision, cpu=device.type == "cpu")
-    cl = targs.channels_last
     batches = Batches(data.train, targs.batch_size, seed=targs.seed, device=device, on_device=True)
     augment = build_augment(targs.aug)
 
@@ -251,14 +250,11 @@ def our_step(family: str, targs, models: dict, data, device: torch.device) -> Ca
         from utils.gan_training import critic_iters, critic_update, generator_update
         from utils.optim import make_optimizer
         G, D = models["G"], models["D"]
-        ema = EMA(G, targs.ema_decay).to(device)
         opt_g = make_optimizer(targs, G.parameters(), targs.lr_g)
         opt_d = make_optimizer(targs, D.parameters(), targs.lr_d)
-        if cl:
-            fastpath.channels_last_(G), fastpath.channels_last_(D)
-        fastpath.compile_(G, targs.compile)
-        fastpath.compile_(D, targs.compile and targs.loss != "wgan-gp")  # double backward: as in train_gan.py
-        G, D, opt_g, opt_d = acc.prepare(G, D, opt_g, opt_d)
+        # As in train_gan.py, no compiled critic under wgan-gp: the penalty's double backward cannot be compiled.
+        ema, (G, D, opt_g, opt_d) = prepare_models(acc, targs, G, [G, D, opt_g, opt_d],
+                                                   compiled=[G] if targs.loss == "wgan-gp" else None)
         loss, diffaug, state = LOSSES[targs.loss], DiffAugment(targs.diffaug), {"step": 0}
 
         def step():
@@ -275,11 +271,10 @@ def our_step(family: str, targs, models: dict, data, device: torch.device) -> Ca
     if family == "vae":
         from models.losses import LOSSES
         from utils.tracking import RunningMeans
-        from utils.vae_training import make_optimizers, prepare_nets, vae_update
+        from utils.vae_training import make_optimizers, vae_update
         vae, disc, perceptual = models["vae"], models.get("disc"), models.get("perceptual")
-        ema = EMA(vae, targs.ema_decay).to(device)
         opt, opt_d = make_optimizers(targs, vae, disc)
-        vae, opt, disc, opt_d = prepare_nets(acc, targs, vae, opt, disc, opt_d, perceptual)
+        ema, (vae, opt, disc, opt_d) = prepare_models(acc, targs, vae, [vae, opt, disc, opt_d], layout=[perceptual])
         gan, running = LOSSES[targs.disc_loss], RunningMeans()
 
         def step():  # the statements of train_vae.main's loop body
@@ -293,13 +288,9 @@ def our_step(family: str, targs, models: dict, data, device: torch.device) -> Ca
 
     from utils.ddpm_training import QuartileLoss, ddpm_update, lr_at
     model, scheduler = models["model"], models["scheduler"]
-    ema = EMA(model, targs.ema_decay).to(device)
     opt = fastpath.make_optimizer(torch.optim.AdamW, model.parameters(), targs.optimizer_impl, lr=targs.lr,
                                   betas=(targs.beta1, targs.beta2), weight_decay=targs.weight_decay)
-    if cl:
-        fastpath.channels_last_(model)
-    fastpath.compile_(model.unet, targs.compile)
-    model, opt = acc.prepare(model, opt)
+    ema, (model, opt) = prepare_models(acc, targs, model, [model, opt], compiled=[model.unet])
     quartiles = QuartileLoss(acc.unwrap_model(model).config.num_train_timesteps, device)
     state = {"step": 0}
 

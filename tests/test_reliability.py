@@ -156,6 +156,55 @@ def test_ddpm_kill_inside_a_save_leaves_latest_complete_and_resumes_bitwise(refe
     assert train_steps(run) == list(range(1, STEPS + 1))
 
 
+def test_resumed_log_has_each_step_once_and_the_last_fid_comes_back(shared_cache, tmp_path):
+    """The one log rule of every trainer (utils/trainer_setup.open_loop), through the VAE's command line: a fresh run
+    empties a stale log; a run resumed from an earlier checkpoint than its last drops the records after it, so each
+    step is logged once and in order; the last training-time FID (step 2) comes back with the checkpoint, so the
+    export at step 3 still carries it."""
+    from utils.export import load_export
+
+    run = tmp_path / "vae"
+    run.mkdir()
+    (run / "stats.jsonl").write_text('{"kind": "train", "step": 1, "loss": 9.0}\n')  # killed before its 1st checkpoint
+    fid_flags = ["--fid-every", "2", "--fid-extractor", "tiny", "--fid-samples", "16"]
+    env, logs = base_env(shared_cache), tmp_path / "logs"
+    Proc(family_cmd("vae", tmp_path, "vae", *fid_flags, steps=3), env, logs, "first").ok()
+    first = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+    assert train_steps(run) == [1, 2, 3] and all(r.get("loss") != 9.0 for r in first)
+    (fid,) = [r["fid"] for r in first if r["kind"] == "fid" and r["step"] == 2]
+
+    step2 = run / "checkpoints" / "step-00000002"   # the log already holds step 3: its records must go
+    second = Proc(family_cmd("vae", tmp_path, "vae", *fid_flags, "--resume", str(step2), steps=3), env, logs,
+                  "second").ok()
+    assert "at step 2" in second.stdout
+    rows = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+    # eval 0, train 1, train 2, fid 2, train 3, eval 3: the first run's records, none twice
+    assert [(r["kind"], r["step"]) for r in rows] == [(r["kind"], r["step"]) for r in first]
+    assert train_steps(run) == [1, 2, 3] and [r["step"] for r in rows if r["kind"] == "fid"] == [2]
+    assert load_export(run / "export.safetensors").extra["fid"] == fid
+    assert json.loads((run / "checkpoints" / "step-00000003" / "train_state.json").read_text())["last_fid"] == fid
+
+
+def test_compiled_vae_resumes_bitwise_with_the_plain_checkpoint_keys(references, shared_cache, tmp_path):
+    """--compile compiles in place (utils/trainer_setup.prepare_models): a compiled run's checkpoint has the keys of a
+    plain run's (no `_orig_mod.`), and 2 compiled steps + --resume to 4 == 4 compiled steps straight, bitwise.
+    Compiling the tiny VAE takes ~30 s on a 2-core CPU; the runs share one Inductor cache of the test's own."""
+    references.start("vae")
+    env, logs = base_env(shared_cache, TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "inductor")), tmp_path / "logs"
+    straight = Proc(family_cmd("vae", tmp_path, "straight", "--compile", steps=4), env, logs, "straight")
+    Proc(family_cmd("vae", tmp_path, "vae", "--compile", steps=2), env, logs, "first").ok()
+    second = Proc(family_cmd("vae", tmp_path, "vae", "--compile", "--resume", "latest", steps=4), env, logs,
+                  "second").ok()
+    straight.ok()
+    run, ckpt = tmp_path / "vae", "checkpoints/step-00000004"
+    assert f"resumed from {run / 'checkpoints' / 'step-00000002'} at step 2" in second.stdout
+    assert_bitwise_equal_runs(tmp_path / "straight", run, step=4)
+    plain = references.get("vae")
+    for name in ("model.safetensors", "model_1.safetensors", "ema.safetensors"):
+        assert tensors_of(run / ckpt / name).keys() == tensors_of(plain / ckpt / name).keys(), name
+    assert train_steps(run) == [1, 2, 3, 4]
+
+
 # ------------------------------------------------------------------------------------------------ non-finite guard
 
 NAN_CONFIGS = {  # one batch per step everywhere; the VAE with BatchNorm, whose statistics a NaN batch would poison

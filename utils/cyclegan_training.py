@@ -14,7 +14,9 @@ from models.cyclegan import (CycleGAN, CycleGANConfig, ImagePool, build_discrimi
 from utils import fastpath
 from utils.checkpoint import all_finite, step_if_finite
 from utils.data import FaceData
+from utils.ema import EMA
 from utils.run import train_batches
+from utils.trainer_setup import prepare_models
 
 
 # ------------------------------------------------------------------------------------------------ nets
@@ -39,22 +41,21 @@ class CycleNets:
     discriminators: nn.ModuleList
 
 
-def build_nets(args, cfg: CycleGANConfig, acc) -> CycleNets:
-    """Both generators, both discriminators and one Adam for each pair, on the accelerator's device, NHWC and
-    compiled as the flags ask, prepared."""
-    gens = CycleGAN(cfg).to(acc.device)
-    D_x, D_y = build_discriminator(cfg).to(acc.device), build_discriminator(cfg).to(acc.device)
+def build_nets(args, cfg: CycleGANConfig, acc) -> tuple[CycleNets, EMA]:
+    """Both generators, both discriminators and one Adam for each pair, prepared (utils.trainer_setup), and the
+    EMA of the generators.  Built under --seed, without touching the per-process RNG streams that resume restores:
+    the EMA copies the weights before DDP broadcasts rank 0's, so every process must start from the same ones."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(args.seed)
+        built = CycleGAN(cfg), build_discriminator(cfg), build_discriminator(cfg)
+    gens, D_x, D_y = (m.to(acc.device) for m in built)
     betas = (args.beta1, args.beta2)
     opt_G = fastpath.make_optimizer(torch.optim.Adam, gens.parameters(), args.optimizer_impl, lr=args.lr, betas=betas)
     opt_D = fastpath.make_optimizer(torch.optim.Adam, [*D_x.parameters(), *D_y.parameters()], args.optimizer_impl,
                                     lr=args.lr, betas=betas)
-    G_xy, G_yx = gens.G_xy, gens.G_yx
-    for m in (G_xy, G_yx, D_x, D_y):  # in place: parameter names, hence checkpoints and exports, do not change
-        if args.channels_last:
-            fastpath.channels_last_(m)
-        fastpath.compile_(m, args.compile)
-    G_xy, G_yx, D_x, D_y, opt_G, opt_D = acc.prepare(G_xy, G_yx, D_x, D_y, opt_G, opt_D)
-    return CycleNets(gens, G_xy, G_yx, D_x, D_y, opt_G, opt_D, nn.ModuleList([D_x, D_y]))
+    ema, (G_xy, G_yx, D_x, D_y, opt_G, opt_D) = prepare_models(acc, args, gens,
+                                                                [gens.G_xy, gens.G_yx, D_x, D_y, opt_G, opt_D])
+    return CycleNets(gens, G_xy, G_yx, D_x, D_y, opt_G, opt_D, nn.ModuleList([D_x, D_y])), ema
 
 
 # ------------------------------------------------------------------------------------------------ data and state

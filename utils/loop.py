@@ -1,13 +1,13 @@
 """Step bookkeeping shared by the trainers: length, periodic actions, graceful stop, non-finite guard.
 
-A trainer reads:
+A trainer reads (``open_loop``, utils/trainer_setup.py, builds the Loop, resumes it and opens the stats log):
 
-    loop = Loop(run, batches, ckpt)
-    extra = loop.resume()                       # {} on a fresh run, the family's schedule state otherwise
+    loop, log, extra = open_loop(run, batches, {"ema": ema})   # extra: {} on a fresh run, else the family's state
     for x in loop:                              # yields local batches (float, [-1, 1], on device)
         ... one optimisation step ...
         if not loop.tick(ok):                   # ok: 0-d bool tensor, False → step was skipped
             continue
+        if loop.due("fid"): loop.last_fid = fid(...)   # saved with every checkpoint
         if loop.due("log"): ...
         if loop.due("save"): loop.save(**schedule_state)
     loop.finish(**schedule_state)               # final checkpoint (if not just written) + message
@@ -54,6 +54,8 @@ class Loop:
         self.train_seconds = 0.0
         self.bad_in_row = 0
         self.bad_total = 0
+        self.last_fid = None   # the latest training-time FID: in every checkpoint, so a resumed run's exports keep it
+        self.resumed = False
         self._stop = graceful_stop_handler()
         self._t = None
         self.stopped_early = False
@@ -73,17 +75,20 @@ class Loop:
         state = self.ckpt.resume()
         if not state:
             return {}
+        self.resumed = True
         self.step = int(state["step"])
         self.last_saved_step = self.step
         self.train_seconds = float(state.get("train_seconds", 0.0))
         self._rate_mark = (self.step, self.train_seconds)
         self.bad_total = int(state.get("bad_total", 0))
         self._extra = dict(state.get("extra", {}))
+        # Older checkpoints kept it among the DDPM trainer's schedule state.
+        self.last_fid = state.get("last_fid", self._extra.pop("last_fid", None))
         return dict(self._extra)
 
     def state(self, **extra) -> dict:
         return {"step": self.step, "epoch": self.epoch, "train_seconds": self.train_seconds,
-                "bad_total": self.bad_total, "extra": extra}
+                "bad_total": self.bad_total, "last_fid": self.last_fid, "extra": extra}
 
     # ------------------------------------------------------------------ iteration
     def __iter__(self):

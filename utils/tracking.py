@@ -62,13 +62,14 @@ class StatsLog:
         if numeric:
             self.run.accelerator.log(numeric, step=step)
 
-    def truncate_after(self, step: int) -> None:
+    def truncate_after(self, step: int) -> list[dict]:
         """On resume, drop records written after the checkpoint's step, so curves have no duplicate tail, and any
-        line cut by a kill mid-write (else the next append would be glued to it).  Rewritten atomically: a kill
-        here leaves the old log, never a half-written one."""
+        line cut by a kill mid-write (else the next append would be glued to it); a negative step empties the log.
+        Rewritten atomically: a kill here leaves the old log, never a half-written one.  Returns the kept records
+        (none on other processes than the main one)."""
         if not (self.run.is_main and self.path.exists()):
-            return
-        keep = []
+            return []
+        keep, records = [], []
         for line in self.path.read_text(errors="replace").splitlines():
             try:
                 record = json.loads(line)
@@ -76,7 +77,9 @@ class StatsLog:
                 continue
             if isinstance(record, dict) and int(record.get("step", 0)) <= step:
                 keep.append(line + "\n")
+                records.append(record)
         atomic_write_bytes(self.path, "".join(keep).encode())
+        return records
 
 
 def read_stats(path: str | Path, kind: str | None = None) -> list[dict]:

@@ -68,21 +68,6 @@ def make_optimizers(args, vae: VAE, disc: PatchDiscriminator | None):
     return opt, fastpath.make_optimizer(torch.optim.Adam, disc.parameters(), impl, lr=args.disc_lr, betas=DISC_BETAS)
 
 
-def prepare_nets(acc, args, vae, opt, disc, opt_d, perceptual):
-    """NHWC and compiled as the flags ask (in place: state-dict keys stay the same), then prepared; returns
-    (vae, opt, disc, opt_d).  Call it after the EMA copy, so that the exported VAE stays NCHW."""
-    for m in (vae, disc, perceptual):
-        if m is not None and getattr(args, "channels_last", False):
-            fastpath.channels_last_(m)
-    for m in (vae, disc):
-        if m is not None:
-            fastpath.compile_(m, args.compile)
-    vae, opt = acc.prepare(vae, opt)
-    if disc is not None:
-        disc, opt_d = acc.prepare(disc, opt_d)
-    return vae, opt, disc, opt_d
-
-
 # ------------------------------------------------------------------------------------------------ objective
 
 def vae_terms(args, x_hat, x, mu, logvar, perceptual, disc_module, gan, *, last_layer: torch.Tensor | None = None,
