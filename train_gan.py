@@ -2,9 +2,18 @@
 
     python train_gan.py                                        # DCGAN (plan 2.1) on the built-in synthetic faces
     accelerate launch train_gan.py --loss wgan-gp --sn --attn --data faces/aligned
+    accelerate launch train_gan.py --cond-attr Smiling                       # ACGAN (s003) on the synthetic faces
 
 One script for every row of the GAN table; scripts/gan_*.sh hold each row's flags.  Samples, FID and
-exports come from the EMA generator.  A run directory (runs/<name>/) receives samples/stepNNNNNNN.png
+exports come from the EMA generator.
+
+Class conditioning is an option, as in StudioGAN (one trainer, conditioning by config): ``--cond-attr Smiling``
+trains an ACGAN (Odena et al. 2017; docs/plan.md, s003) on the two classes of a binary attribute (0 = −1,
+``not_<attr>``; 1 = +1; images without an attribute row are left out): G takes (z, class), the critic gets an
+auxiliary class head, and both losses add the class cross-entropy (--aux-weight).  Every other flag applies as
+without it.  Such a run writes an 'acgan' export (evaluate.py adds per-class FID and a linear probe's accuracy),
+class grids (samples/ and class_grid.png: each row one z, each column one class), samples_<class>.png, and with
+--class-eval-samples N class_metrics.json.  A run directory (runs/<name>/) receives samples/stepNNNNNNN.png
 (fixed noise), samples.png (final grid), stats.jsonl (losses averaged over each --log-every period),
 loss.png (curves), the FID curve, exports/ (periodic snapshots), export.safetensors (what evaluate.py reads)
 and checkpoints/ (continue with the same command plus --resume latest).
@@ -19,27 +28,23 @@ import argparse
 import math
 from dataclasses import asdict
 
-import torch
-
-from models.gan import ARCHS, D_NORMS, G_NORMS
+from models.gan import ARCHS, D_NORMS, G_NORMS, default_attn_res
+from models.acgan import EMBEDS
 from models.layers import UPSAMPLE_MODES
 from models.stylegan import STYLE_MODES, STYLE_UPSAMPLE
 from models.losses import LOSSES
-from utils.argtypes import Every, nonneg_float, positive_float, positive_int, unit_float
+from utils.argtypes import Every, nonneg_float, nonneg_int, positive_float, positive_int, positive_int_tuple, unit_float
 from utils.augment import PRESETS, build_augment
-from utils.checkpoint import Checkpointer
-from utils.data import Batches, face_data_from_args
+from utils.data import Batches
 from utils.diffaug import DiffAugment, DiffAugmentError
-from utils import fastpath
-from utils.ema import EMA
 from utils.export import save_export
 from utils.fid_hook import TrainingFID
-from utils.gan_training import build_nets, critic_iters, critic_update, generator_update, model_config
-from utils.images import save_grid
-from utils.loop import Loop
+from utils.gan_training import (SHOWN_STATS, build_nets, describe_nets, family_of, final_outputs, fixed_latents,
+                                gan_step, model_config, save_fixed_grid, standing_pass, training_data)
 from utils.optim import LOSS_DEFAULTS, OPTIMIZERS, make_optimizer
 from utils.run import add_common_args, config_of, data_on_device, setup_run
-from utils.tracking import RunningMeans, StatsLog, plot_curves
+from utils.tracking import RunningMeans, plot_curves
+from utils.trainer_setup import open_loop, prepare_models
 
 LR_SCHEDULES = ("none", "step", "exp", "cosine")
 
@@ -66,8 +71,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--mapping-layers", type=positive_int, default=4, help="stylegan-lite z→w MLP depth")
     g.add_argument("--noise-inputs", action="store_true", help="stylegan-lite per-pixel noise inputs")
     g.add_argument("--sn", action="store_true", help="spectral normalisation on every critic weight (Miyato et al.)")
+    g.add_argument("--attn-res", type=positive_int_tuple, default=None,
+                   help="feature-map sizes with SAGAN self-attention in G and D, e.g. 16,32 (where they exist at "
+                        "--resolution; default none)")
     g.add_argument("--attn", action="store_true",
-                   help="SAGAN self-attention at 16x16 in G and D (and 32x32 at 128 px) where that feature map exists")
+                   help="shorthand for the default --attn-res: 16 (and 32 at 128 px; models.gan.default_attn_res)")
     g = p.add_argument_group("objective")
     g.add_argument("--loss", type=str, default="bce", choices=list(LOSSES), help="GAN objective")
     g.add_argument("--n-critic", type=positive_int, default=None, help="critic updates per generator update")
@@ -96,7 +104,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--lr-gamma", type=positive_float, default=0.7, help="decay factor per period (step, exp)")
     g.add_argument("--lr-period", type=Every, default=Every("10ep"), help="decay period (step, exp), steps or 'Nep'")
     g.add_argument("--lr-min", type=nonneg_float, default=0.0, help="learning-rate floor of every schedule")
-    g.add_argument("--grid-samples", type=positive_int, default=64, help="images in each fixed-noise sample grid")
+    g.add_argument("--grid-samples", type=positive_int, default=None,
+                   help="images in each fixed-noise sample grid (default 64; unconditional runs)")
+    g = p.add_argument_group("class conditioning (ACGAN, Odena et al. 2017; docs/plan.md, s003)")
+    g.add_argument("--cond-attr", type=str, default=None,
+                   help="binary face attribute whose two values are the classes, e.g. Smiling (default: unconditional)")
+    g.add_argument("--attr-file", type=str, default=None,
+                   help="CelebA-format attribute file (list_attr_celeba.txt or .csv) for image folders; synthetic "
+                        "faces carry their own attributes, celeba reads its own file")
+    g.add_argument("--embed", type=str, default=None, choices=EMBEDS,
+                   help="label input of G: concatenate an embedding to z, or multiply z by it (default concat)")
+    g.add_argument("--embed-dim", type=positive_int, default=None, help="label-embedding size for concat (default 16)")
+    g.add_argument("--aux-weight", type=nonneg_float, default=None,
+                   help="weight of the auxiliary class cross-entropy in both losses (default 1)")
+    g.add_argument("--grid-rows", type=positive_int, default=None,
+                   help="z rows of the class grids, one column per class (default 8)")
+    g.add_argument("--class-eval-samples", type=nonneg_int, default=None,
+                   help="after training: generated images per class for per-class FID and the attribute probe's "
+                        "accuracy, in class_metrics.json (default 0 = skip; uses --fid-extractor/--fid-weights)")
     args = p.parse_args(argv)
     resolve_defaults(p, args)
     return args
@@ -135,13 +160,44 @@ def resolve_defaults(p: argparse.ArgumentParser, args: argparse.Namespace) -> No
         args.diffaug = ",".join(DiffAugment(args.diffaug).policy)
     except DiffAugmentError as e:
         p.error(str(e))
+    if args.attn and args.attn_res is not None:
+        p.error("--attn is the shorthand for the default --attn-res; pass one of them")
+    args.attn_res = (sorted(set(args.attn_res)) if args.attn_res is not None
+                     else default_attn_res(args.resolution) if args.attn else [])
+    resolve_conditioning(p, args)
+
+
+# Flags of --cond-attr runs and their defaults (None until resolved, so that setting one without it is an error).
+COND_DEFAULTS = {"embed": "concat", "embed_dim": 16, "aux_weight": 1.0, "grid_rows": 8, "class_eval_samples": 0}
+
+
+def resolve_conditioning(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    given = [k for k in ("attr_file", *COND_DEFAULTS) if getattr(args, k) is not None]
+    if not args.cond_attr:
+        if given:
+            p.error(f"--{given[0].replace('_', '-')} applies with --cond-attr only")
+        args.grid_samples = 64 if args.grid_samples is None else args.grid_samples
+        return
+    for key, value in COND_DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.grid_samples is not None:
+        p.error("--grid-samples is for unconditional grids; with --cond-attr use --grid-rows (one column per class)")
+    if args.combined:
+        p.error("--combined is not supported with --cond-attr (the attributes come from one source)")
+    if args.data == "synthetic" and args.attr_file:
+        p.error("--attr-file is for image folders and celeba; synthetic faces carry their own attributes")
+    if args.data == "synthetic":
+        from utils.synthetic_params import ATTRIBUTE_NAMES
+        if args.cond_attr not in ATTRIBUTE_NAMES:
+            p.error(f"synthetic faces have no attribute {args.cond_attr!r}; they have: {', '.join(ATTRIBUTE_NAMES)}")
 
 
 def run_tag(args) -> str:
-    parts = ([args.arch] if args.arch != "dcgan" else []) + [args.loss]
+    parts = ([args.cond_attr] if args.cond_attr else []) + ([args.arch] if args.arch != "dcgan" else []) + [args.loss]
     parts += ["mod"] if args.arch == "stylegan-lite" and args.style_mode == "modulated" else []
     parts += ["sn"] if args.sn else []
-    parts += ["attn"] if args.attn else []
+    parts += ["attn"] if args.attn or args.attn_res else []
     return "-".join(parts)
 
 
@@ -160,78 +216,59 @@ def lr_at(base: float, step: int, args, period: int, total: int) -> float:
 
 # ------------------------------------------------------------------------------------------------ outputs
 
-def write_export(path, ema, cfg, args, loop, data, last_fid):
-    return save_export(path, "gan", ema.for_sampling(), asdict(cfg), config_of(args), step=loop.step, epoch=loop.epoch,
-                       weights="ema", train_seconds=loop.train_seconds,
-                       extra={"data": data.info, "fid": last_fid, "fid_extractor": args.fid_extractor})
+def write_export(path, ema, cfg, args, loop, data):
+    return save_export(path, family_of(args), ema.for_sampling(), asdict(cfg), config_of(args), step=loop.step,
+                       epoch=loop.epoch, weights="ema", train_seconds=loop.train_seconds,
+                       extra={"data": data.info, "fid": loop.last_fid, "fid_extractor": args.fid_extractor})
 
 
-def plot_losses(run, loss) -> None:
+def plot_losses(run, loss, args) -> None:
     # The Wasserstein estimate is −d_loss (without the penalty), so only D accuracy needs a curve of its own.
-    plot_curves(run.path("stats.jsonl"), run.path("loss.png"), keys=["d_loss", "g_loss", "gp", "d_acc"],
-                title=f"GAN losses ({loss.name})", ylabel="loss / D accuracy")
+    plot_curves(run.path("stats.jsonl"), run.path("loss.png"),
+                keys=["d_loss", "g_loss", "gp", "d_acc", "aux_d", "aux_g"],   # aux_*: ACGAN's class cross-entropy
+                title=f"{'ACGAN' if args.cond_attr else 'GAN'} losses ({loss.name})", ylabel="loss / D accuracy")
 
 
 # ------------------------------------------------------------------------------------------------ main
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    run = setup_run(args, "gan", run_tag(args))
+    run = setup_run(args, family_of(args), run_tag(args))
     acc = run.accelerator
-    data = face_data_from_args(args)
-    run.print(data.summary())
+    data, labelled = training_data(args)   # labelled: the classes of --cond-attr, else None
+    run.print(data.summary() + (f"; classes {labelled.counts()}" if labelled else ""))
     fid = TrainingFID(run, data)
 
-    cfg = model_config(args)
-    if args.attn and not cfg.attn_res:
-        run.print(f"note: --attn has no effect at {args.resolution} px (no 16x16 feature map)")
+    cfg = model_config(args, labelled.class_names if labelled else None)
     G, D = build_nets(args, cfg)
-    run.print(f"generator {sum(p.numel() for p in G.parameters()) / 1e6:.2f}M params, "
-              f"critic {sum(p.numel() for p in D.parameters()) / 1e6:.2f}M params; attention at {cfg.attn_res or 'none'}")
+    run.print(describe_nets(G, D, cfg))
     opt_g, opt_d = make_optimizer(args, G.parameters(), args.lr_g), make_optimizer(args, D.parameters(), args.lr_d)
     # BatchNorm generators sample with statistics recomputed for the EMA weights (utils/ema.py), from batches of
-    # the per-process training size.
-    local_batch = args.batch_size // acc.num_processes
-    ema = EMA(G, args.ema_decay, standing=lambda g: g(torch.randn(local_batch, args.latent_dim, device=run.device)))
-    ema.to(run.device)
-    if getattr(args, "channels_last", False):  # after the EMA copy: the exported generator stays NCHW
-        fastpath.channels_last_(G), fastpath.channels_last_(D)
-    if args.compile:
-        G = torch.compile(G)
-        if args.loss != "wgan-gp":  # the gradient penalty's double backward is not supported by compiled graphs
-            D = torch.compile(D)
-    G, D, opt_g, opt_d = acc.prepare(G, D, opt_g, opt_d)
+    # the per-process training size.  The penalty's double backward cannot be compiled: D stays eager for wgan-gp.
+    ema, (G, D, opt_g, opt_d) = prepare_models(
+        acc, args, G, [G, D, opt_g, opt_d], compiled=[G] + ([D] if args.loss != "wgan-gp" else []),
+        standing=standing_pass(args, cfg, args.batch_size // acc.num_processes, run.device))
 
     batches = Batches(data.train, args.batch_size, seed=args.seed, rank=acc.process_index, world=acc.num_processes,
-                      device=run.device, on_device=data_on_device(args, data.train, run.device))
-    loop = Loop(run, batches, Checkpointer(run, {"ema": ema}, batches))
-    loop.resume()
-    log, running = StatsLog(run), RunningMeans()
-    if args.resume:
-        log.truncate_after(loop.step)
+                      device=run.device, on_device=data_on_device(args, data.train, run.device),
+                      labels=labelled.train_labels if labelled else None)   # with labels, batches are (x, y)
+    loop, log, _ = open_loop(run, batches, {"ema": ema})
+    running = RunningMeans()
     lr_period = args.lr_period.steps(batches.steps_per_epoch) or 1
-    # Fixed noise from its own generator: the same grid latents in every run with this seed.
-    fixed_z = torch.randn(args.grid_samples, args.latent_dim, generator=torch.Generator().manual_seed(args.seed))
+    fixed_z, num_classes = fixed_latents(args), getattr(cfg, "num_classes", 0)
     augment, diffaug, loss = build_augment(args.aug), DiffAugment(args.diffaug), LOSSES[args.loss]
-    run.print(f"loss {loss.name}, {args.optimizer} lr G {args.lr_g:g} / D {args.lr_d:g}, n_critic {args.n_critic} "
+    aux = f" + {args.aux_weight:g}·class CE" if num_classes else ""
+    run.print(f"loss {loss.name}{aux}, {args.optimizer} lr G {args.lr_g:g} / D {args.lr_d:g}, n_critic {args.n_critic} "
               f"({args.n_critic_schedule}), aug {args.aug}, diffaug {diffaug}; {loop.total_steps} steps "
               f"({batches.steps_per_epoch}/epoch) from step {loop.step}")
-    last_fid = None
 
-    for x in loop:
-        step = loop.step
+    for batch in loop:
         for opt, base in ((opt_g, args.lr_g), (opt_d, args.lr_d)):
             for group in opt.param_groups:
-                group["lr"] = lr_at(base, step, args, lr_period, loop.total_steps)
-        n_critic = critic_iters(args, step)
-        critic_terms = []
-        for i in range(n_critic):
-            d = critic_update(acc, G, D, opt_d, augment(x if i == 0 else batches.next()), loss, args, diffaug)
-            critic_terms.append(d)
-            if not d["ok"]:
-                break
-        g = generator_update(acc, G, D, opt_g, x.shape[0], loss, args, diffaug) if d["ok"] else {"ok": False}
-        if not loop.tick(d["ok"] and g["ok"]):
+                group["lr"] = lr_at(base, loop.step, args, lr_period, loop.total_steps)
+        critic_terms, g = gan_step(acc, G, D, opt_g, opt_d, batch, batches, loop.step, loss, args, augment, diffaug,
+                                   num_classes)
+        if not loop.tick(critic_terms[-1]["ok"] and g["ok"]):
             continue
         ema.update(acc.unwrap_model(G))
         for terms in (*critic_terms, g):   # only steps that were applied enter the logged means
@@ -239,31 +276,30 @@ def main(argv=None) -> None:
 
         if loop.due("log"):
             stats = running.read(acc)   # means since the last log step, every critic update included
-            stats.update(lr_g=opt_g.param_groups[0]["lr"], lr_d=opt_d.param_groups[0]["lr"], n_critic=n_critic,
+            stats.update(lr_g=opt_g.param_groups[0]["lr"], lr_d=opt_d.param_groups[0]["lr"], n_critic=len(critic_terms),
                          epoch=loop.epoch, img_per_s=loop.recent_images_per_second(args.batch_size))
             log.log(loop.step, stats)
-            shown = " ".join(f"{k} {stats[k]:.4g}" for k in ("d_loss", "g_loss", "gp", "d_acc", "w_dist") if k in stats)
+            shown = " ".join(f"{k} {stats[k]:.4g}" for k in SHOWN_STATS if k in stats)
             run.print(f"step {loop.step}/{loop.total_steps} ep {loop.epoch} {shown} | {stats['img_per_s']:.1f} img/s")
         if loop.due("sample") and run.is_main:   # curves are redrawn with the grids: plotting costs ~0.2 s
-            save_grid(ema.for_sampling().sample(len(fixed_z), z=fixed_z), run.path("samples", f"step{loop.step:07d}.png"))
-            plot_losses(run, loss)
+            save_fixed_grid(ema.for_sampling(), fixed_z, run.path("samples", f"step{loop.step:07d}.png"))
+            plot_losses(run, loss, args)
         if loop.due("fid"):
-            last_fid = fid(ema.for_sampling(), loop.step)
+            loop.last_fid = fid(ema.for_sampling(), loop.step)   # kept in every checkpoint
         if loop.due("export") and run.is_main:
-            write_export(run.path("exports", f"step{loop.step:07d}.safetensors"), ema, cfg, args, loop, data, last_fid)
+            write_export(run.path("exports", f"step{loop.step:07d}.safetensors"), ema, cfg, args, loop, data)
         if loop.due("save"):
             loop.save()
     loop.finish()
 
     if run.is_main:
-        path = write_export(run.path("export.safetensors"), ema, cfg, args, loop, data, last_fid)
-        save_grid(ema.for_sampling().sample(len(fixed_z), z=fixed_z), run.path("samples.png"))
+        path = write_export(run.path("export.safetensors"), ema, cfg, args, loop, data)
+        outputs = final_outputs(run, args, ema.for_sampling(), fixed_z, path)
         if loop.stopped_early:
-            plot_losses(run, loss)
-        fid_text = f", FID {last_fid:.2f} ({args.fid_extractor})" if last_fid is not None else ""
+            plot_losses(run, loss, args)
+        fid_text = f", FID {loop.last_fid:.2f} ({args.fid_extractor})" if loop.last_fid is not None else ""
         run.print(f"done: {loop.step} steps ({loop.epoch} epochs) in {loop.train_seconds:.0f} s "
-                  f"({loop.images_per_second(args.batch_size):.1f} img/s){fid_text}; samples {run.path('samples.png')}; "
-                  f"export {path}")
+                  f"({loop.images_per_second(args.batch_size):.1f} img/s){fid_text}; {outputs}; export {path}")
     acc.end_training()
 
 

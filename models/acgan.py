@@ -1,15 +1,16 @@
-"""ACGAN (Odena et al. 2017): a class-conditional DCGAN generator and a two-headed discriminator.
+"""ACGAN (Odena et al. 2017): a class-conditional generator and a two-headed discriminator.
 
-Built from models/gan.py's DCGAN blocks, so every resolution / norm / upsampling / spectral-norm option of
-train_gan.py applies:
+``train_gan.py --cond-attr ATTR`` builds these.  The config is ``GANConfig`` plus the classes, so every architecture
+option of train_gan.py (resolution, norms, upsampling, spectral norm, SAGAN attention, ``stylegan-lite``) applies:
 
 * generator: the class label is embedded and either concatenated to z (``embed="concat"``, Odena et al.'s
   one-hot-style input) or multiplied into it (``embed="multiply"``, the common PyTorch ACGAN variant); the result
-  goes through a DCGAN generator.
+  goes through the unconditional generator of ``arch`` (models/gan.py).
 * discriminator: the DCGAN critic trunk, its real/fake head, and an auxiliary 4×4 class head (class logits).
 
 The exported root module is the generator (``ACGANGenerator``): ``sample(num, generator=None, labels=None)``
-draws z first, then uses ``labels`` or, when None, balanced classes (0, 1, …, C−1, 0, 1, …).
+draws z first, then uses ``labels`` or, when None, balanced classes (0, 1, …, C−1, 0, 1, …).  Exports written
+before the config gained GANConfig's fields (train_acgan.py) load unchanged: the new fields take their defaults.
 """
 from __future__ import annotations
 
@@ -18,30 +19,22 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 from torch import nn
 
-from models.gan import DCGANCritic, DCGANGenerator, GANConfig
+from models.gan import GANConfig, GANConfigError, build_critic, build_generator
 
 EMBEDS = ("concat", "multiply")
 
 
-class ACGANConfigError(ValueError):
+class ACGANConfigError(GANConfigError):
     """An ACGAN config that cannot be built; the message is one line."""
 
 
 @dataclass
-class ACGANConfig:
-    resolution: int = 64
-    latent_dim: int = 100
+class ACGANConfig(GANConfig):
     num_classes: int = 2
     class_names: list[str] = field(default_factory=lambda: ["not_Smiling", "Smiling"])
     attr: str = "Smiling"            # the attribute the classes come from (class 0: −1, class 1: +1)
     embed: str = "concat"            # concat | multiply
     embed_dim: int = 16              # label-embedding size for concat (multiply uses latent_dim)
-    ngf: int = 64
-    ndf: int = 64
-    g_norm: str = "batch"
-    d_norm: str = "batch"
-    upsample: str = "transposed"
-    spectral_norm: bool = False
 
     def validate(self) -> "ACGANConfig":
         if self.embed not in EMBEDS:
@@ -50,22 +43,22 @@ class ACGANConfig:
             raise ACGANConfigError(f"need ≥ 2 classes with one name each, got {self.num_classes} and {self.class_names}")
         if self.embed_dim <= 0:
             raise ACGANConfigError(f"embed_dim must be positive, got {self.embed_dim}")
-        self.gan_config("g")   # resolution / norms / widths are checked by GANConfig
+        super().validate()   # resolution / arch / norms / widths
         return self
 
     def gan_config(self, which: str) -> GANConfig:
-        """The DCGAN config of the generator (z input widened for concat) or of the discriminator trunk."""
-        z_in = self.latent_dim + (self.embed_dim if self.embed == "concat" and which == "g" else 0)
-        return GANConfig(arch="dcgan", resolution=self.resolution, latent_dim=z_in, ngf=self.ngf, ndf=self.ndf,
-                         g_norm=self.g_norm, d_norm=self.d_norm, upsample=self.upsample,
-                         spectral_norm=self.spectral_norm).validate()
+        """The unconditional config of the generator (z input widened for concat) or of the discriminator trunk."""
+        base = {f.name: getattr(self, f.name) for f in fields(GANConfig)}
+        if which == "g" and self.embed == "concat":
+            base["latent_dim"] = self.latent_dim + self.embed_dim
+        return GANConfig(**base).validate()
 
     @classmethod
     def from_dict(cls, d: dict) -> "ACGANConfig":
         unknown = sorted(set(d) - {f.name for f in fields(cls)})
         if unknown:
             raise ACGANConfigError(f"unknown ACGAN config keys {unknown}")
-        return cls(**{**d, "class_names": list(d.get("class_names", cls().class_names))}).validate()
+        return super().from_dict({**d, "class_names": list(d.get("class_names", cls().class_names))})
 
 
 class ACGANGenerator(nn.Module):
@@ -74,7 +67,7 @@ class ACGANGenerator(nn.Module):
         self.config = cfg
         self.resolution, self.latent_dim, self.num_classes = cfg.resolution, cfg.latent_dim, cfg.num_classes
         self.embed = nn.Embedding(cfg.num_classes, cfg.embed_dim if cfg.embed == "concat" else cfg.latent_dim)
-        self.net = DCGANGenerator(cfg.gan_config("g"))
+        self.net = build_generator(cfg.gan_config("g"))
 
     @property
     def device(self) -> torch.device:
@@ -107,7 +100,7 @@ class ACGANDiscriminator(nn.Module):
 
     def __init__(self, cfg: ACGANConfig):
         super().__init__()
-        self.critic = DCGANCritic(cfg.gan_config("d"))
+        self.critic = build_critic(cfg.gan_config("d"))
         width = self.critic.head.in_channels
         self.class_head = nn.Conv2d(width, cfg.num_classes, 4, stride=1, padding=0)
         if cfg.spectral_norm:

@@ -89,6 +89,13 @@ def num_doublings(resolution: int) -> int:
     return int(math.log2(resolution // 4))
 
 
+def default_attn_res(resolution: int) -> list[int]:
+    """The sizes of train_gan.py's ``--attn`` shorthand: SAGAN self-attention (Zhang et al. 2019) on the 16² feature
+    map, and on 32² as well at 128 px, where that map exists (≤ R/2: at R the map is the image itself)."""
+    wanted = [16, 32] if resolution >= 128 else [16]
+    return [r for r in wanted if r <= resolution // 2]
+
+
 # -------------------------------------------------------------------------------------------------------------
 # DCGAN
 # -------------------------------------------------------------------------------------------------------------
@@ -200,4 +207,4 @@ def build_from_config(model_config: dict) -> nn.Module:
 
 
 __all__ = ["GANConfig", "GANConfigError", "DCGANGenerator", "DCGANCritic", "ARCHS", "G_NORMS", "D_NORMS", "NORMS",
-           "build_generator", "build_critic", "build_from_config", "num_doublings"]
+           "build_generator", "build_critic", "build_from_config", "num_doublings", "default_attn_res"]

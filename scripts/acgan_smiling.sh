@@ -6,13 +6,13 @@
 # accuracy on generated images to metrics.json (num-samples / 2 images per class).
 # Env: DATA (default synthetic: the built-in faces carry their own Smiling attribute), ATTR_FILE (CelebA
 # list_attr_celeba.txt for an image folder), OUT (run parent, default runs), EVAL_ARGS (extra evaluate.py flags).
-# Extra arguments go to train_acgan.py.
+# Extra arguments go to train_gan.py (class conditioning is its --cond-attr option).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-synthetic}
 OUT=${OUT:-runs}
 ATTR_FILE=${ATTR_FILE:-}
-accelerate launch train_acgan.py --data "$DATA" --out "$OUT" --attr Smiling ${ATTR_FILE:+--attr-file "$ATTR_FILE"} \
+accelerate launch train_gan.py --data "$DATA" --out "$OUT" --cond-attr Smiling ${ATTR_FILE:+--attr-file "$ATTR_FILE"} \
   --loss bce --aux-weight 1 --embed concat --embed-dim 16 --latent-dim 100 --ngf 64 --ndf 64 --resolution 64 \
   --optimizer adam --lr-g 2e-4 --lr-d 2e-4 --beta1 0.5 --beta2 0.999 \
   --mixed-precision fp16 \

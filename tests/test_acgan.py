@@ -1,5 +1,6 @@
 """ACGAN: conditional generator / two-headed discriminator, attribute-file labels, per-class evaluation on a toy
-set whose classes are trivially separable, and a few training steps through `accelerate launch train_acgan.py`."""
+set whose classes are trivially separable, and a few training steps through `accelerate launch train_gan.py
+--cond-attr` (class conditioning is an option of the GAN trainer)."""
 from __future__ import annotations
 
 import argparse
@@ -15,11 +16,13 @@ import pytest
 import torch
 from PIL import Image
 
-import train_acgan as T
+import train_gan as T
 from models.acgan import ACGANConfig, ACGANDiscriminator, ACGANGenerator
+from models.layers import SelfAttention
 from models.losses import gradient_penalty
 from utils.attributes import load_labelled_data
-from utils.class_eval import evaluate_acgan
+from utils.class_eval import class_grid, evaluate_acgan
+from utils.data import Batches
 from utils.data_sources import DataError
 from utils.export import load_export
 
@@ -69,7 +72,7 @@ def test_generator_conditions_on_label_and_samples_balanced(embed):
     bal = G.sample(4, generator=g1)                                          # labels None → 0, 1, 0, 1
     z4 = torch.randn(4, 8, generator=g2)
     assert torch.allclose(bal, G.sample(4, z=z4, labels=torch.tensor([0, 1, 0, 1])), atol=1e-6)
-    grid = T.class_grid(G, z)                                                # rows share z, columns = classes
+    grid = class_grid(G, z)                                                  # rows share z, columns = classes
     assert torch.allclose(grid[0::2], a, atol=1e-6) and torch.allclose(grid[1::2], b, atol=1e-6)
 
 
@@ -127,17 +130,23 @@ def test_evaluate_acgan_per_class_fid_and_accuracy(labelled_folder, cache_dir):
 
 def test_flag_errors():
     with pytest.raises(SystemExit) as e:
-        T.parse_args(["--attr-file", "x.txt"])                # synthetic faces carry their own attributes
+        T.parse_args(["--cond-attr", "Smiling", "--attr-file", "x.txt"])   # synthetic faces carry their own attributes
     assert e.value.code == 2
     with pytest.raises(SystemExit):
-        T.parse_args(["--loss", "wgan-gp", "--d-norm", "batch"])
+        T.parse_args(["--cond-attr", "Smiling", "--loss", "wgan-gp", "--d-norm", "batch"])
+    for argv in (["--aux-weight", "2"], ["--attr-file", "x.txt"], ["--cond-attr", "Smiling", "--combined", "raw"]):
+        with pytest.raises(SystemExit) as e:                               # conditional flags need --cond-attr
+            T.parse_args(argv)
+        assert e.value.code == 2
 
 
 def test_train_acgan_end_to_end(labelled_folder, cache_dir, tmp_path):
+    """train_gan.py --cond-attr with attention, DiffAugment and an LR schedule (train_gan.py features) switched on."""
     folder, attr_file = labelled_folder
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", "--num_processes", "1", str(ROOT / "train_acgan.py"),
-           "--data", str(folder), "--attr-file", str(attr_file), "--attr", "Smiling", "--loss", "wgan-gp",
+           "--dynamo_backend", "no", "--num_processes", "1", str(ROOT / "train_gan.py"),
+           "--data", str(folder), "--attr-file", str(attr_file), "--cond-attr", "Smiling", "--loss", "wgan-gp",
+           "--attn-res", "8", "--diffaug", "translation", "--lr-schedule", "cosine",
            "--n-real", "10", "--resolution", "16", "--batch-size", "4", "--max-steps", "3", "--fid-every", "0",
            "--sample-every", "2", "--save-every", "3", "--log-every", "1", "--ngf", "4", "--ndf", "4", "--latent-dim", "8",
            "--grid-rows", "3", "--class-eval-samples", "4", "--fid-extractor", "tiny", "--out", str(tmp_path),
@@ -148,6 +157,7 @@ def test_train_acgan_end_to_end(labelled_folder, cache_dir, tmp_path):
     run = tmp_path / "ac"
     ex = load_export(run / "export.safetensors")
     assert ex.family == "acgan" and ex.model_config["class_names"] == ["not_Smiling", "Smiling"]
+    assert ex.model_config["attn_res"] == [8] and sum(isinstance(m, SelfAttention) for m in ex.model.modules()) == 1
     assert ex.model.sample(4, generator=torch.Generator().manual_seed(0)).shape == (4, 3, 16, 16)
     grid = np.asarray(Image.open(run / "class_grid.png"))
     assert grid.shape == (3 * 18 + 2, 2 * 18 + 2, 3)                             # 3 z rows × 2 classes
@@ -155,4 +165,43 @@ def test_train_acgan_end_to_end(labelled_folder, cache_dir, tmp_path):
     assert set(metrics["per_class"]) == {"not_Smiling", "Smiling"} and 0 <= metrics["classifier"]["generated_accuracy"] <= 1
     stats = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
     assert {"aux_d", "aux_g", "gp", "cls_acc_real"} <= set(stats[-1])
+    assert stats[-1]["lr_g"] < stats[0]["lr_g"]                                  # the cosine schedule ran
     assert (run / "samples_Smiling.png").is_file() and (run / "samples_not_Smiling.png").is_file()
+
+
+@pytest.mark.parametrize("arch", ["dcgan", "stylegan-lite"])
+def test_conditional_nets_take_every_gan_option(arch):
+    """The ACGAN config is GANConfig plus classes: attention, spectral norm and the StyleGAN-lite generator apply."""
+    torch.manual_seed(0)
+    cfg = tiny_cfg(resolution=32, arch=arch, attn_res=[16], spectral_norm=True, d_norm="none",
+                   upsample="bilinear" if arch == "stylegan-lite" else "transposed")
+    G, D = ACGANGenerator(cfg).eval(), ACGANDiscriminator(cfg)
+    assert sum(isinstance(m, SelfAttention) for m in D.modules()) == 1
+    z = torch.randn(2, 8)
+    a, b = G.sample(2, z=z, labels=torch.tensor([0, 0])), G.sample(2, z=z, labels=torch.tensor([1, 1]))
+    assert a.shape == (2, 3, 32, 32) and (a - b).abs().max() > 1e-4
+    score, logits = D(a)
+    assert score.shape == (2,) and logits.shape == (2, 2)
+
+
+def test_old_acgan_config_loads():
+    """An export config written by the former train_acgan.py (no GANConfig-only keys) still builds."""
+    old = dict(resolution=16, latent_dim=8, num_classes=2, class_names=["not_Smiling", "Smiling"], attr="Smiling",
+               embed="concat", embed_dim=4, ngf=4, ndf=4, g_norm="batch", d_norm="batch", upsample="transposed",
+               spectral_norm=False)
+    cfg = ACGANConfig.from_dict(old)
+    assert cfg.arch == "dcgan" and cfg.attn_res == [] and ACGANGenerator(cfg).sample(2).shape == (2, 3, 16, 16)
+
+
+def test_batches_yield_labels_that_follow_the_images_and_resume():
+    images = torch.arange(12, dtype=torch.uint8).view(12, 1, 1, 1).expand(12, 3, 2, 2).contiguous()
+    labels = torch.arange(12) * 10
+    b = Batches(images, 4, seed=3, labels=labels)
+    seen = [b.next() for _ in range(2)]
+    state = b.state_dict()
+    after = [b.next() for _ in range(4)]
+    for x, y in seen + after:   # each label is its own image's (image value v in [-1, 1] ↔ label 10·index)
+        assert torch.equal(((x[:, 0, 0, 0] + 1) * 127.5).round().long() * 10, y)
+    again = Batches(images, 4, seed=3, labels=labels)
+    again.load_state_dict(state)
+    assert all(torch.equal(a[1], e[1]) for a, e in zip([again.next() for _ in range(4)], after))

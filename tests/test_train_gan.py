@@ -84,6 +84,10 @@ def check_run(run_dir: Path, resolution: int, metric: str) -> None:
     (["--diffaug", "color,blur"], "unknown DiffAugment policy"),
     (["--resolution", "48"], "invalid choice"),
     (["--grad-accum", "2"], "--grad-accum is not supported"),
+    (["--attn", "--attn-res", "16"], "--attn is the shorthand"),
+    (["--aux-weight", "2"], "--aux-weight applies with --cond-attr only"),
+    (["--cond-attr", "Smiling", "--grid-samples", "4"], "--grid-rows"),
+    (["--cond-attr", "Moustache"], "synthetic faces have no attribute 'Moustache'"),
 ])
 def test_bad_flags_exit_2_with_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
@@ -104,6 +108,9 @@ def test_defaults_follow_the_loss():
     cfg = model_config(train_gan.parse_args(["--attn", "--resolution", "128"]))
     assert cfg.attn_res == [16, 32]
     assert model_config(train_gan.parse_args(["--attn", "--resolution", "16"])).attn_res == []
+    # --attn-res names the sizes itself (as train_ddpm.py's); --attn is its shorthand for the rule above
+    assert model_config(train_gan.parse_args(["--attn-res", "16,8", "--resolution", "64"])).attn_res == [8, 16]
+    assert model_config(train_gan.parse_args([])).attn_res == []
 
 
 def test_schedules():
@@ -260,8 +267,9 @@ def test_logged_losses_are_means_over_the_log_period(cache_dir, tmp_path, monkey
             return out
         return wrapped
 
-    monkeypatch.setattr(train_gan, "critic_update", recording(train_gan.critic_update, "d"))
-    monkeypatch.setattr(train_gan, "generator_update", recording(train_gan.generator_update, "g"))
+    import utils.gan_training as step_lib   # train_gan.py's step (gan_step) calls these two by module lookup
+    monkeypatch.setattr(step_lib, "critic_update", recording(step_lib.critic_update, "d"))
+    monkeypatch.setattr(step_lib, "generator_update", recording(step_lib.generator_update, "g"))
     monkeypatch.setenv("FACEGEN_CACHE", str(cache_dir))
     args = [a for a in TINY]
     for flag, value in (("--max-steps", "4"), ("--log-every", "2"), ("--sample-every", "4"), ("--save-every", "4")):

@@ -1,8 +1,8 @@
 """Binary face attributes: CelebA attribute files, the synthetic faces' own attributes, and the data they split.
 
 Two trainers condition on an attribute: train_cyclegan.py splits one source into domain X (attribute −1) and
-domain Y (+1) with ``load_domains``; train_acgan.py labels each image with its class (0: −1, 1: +1) with
-``load_labelled_data``.  Both take parsed args or an export's train_config dict, so evaluate.py and compare.py
+domain Y (+1) with ``load_domains``; train_gan.py --cond-attr (ACGAN) labels each image with its class (0: −1, 1: +1)
+with ``load_labelled_data``.  Both take parsed args or an export's train_config dict, so evaluate.py and compare.py
 rebuild a run's held-out domains or classes from the export alone.
 """
 from __future__ import annotations
@@ -156,8 +156,10 @@ class LabelledData:
 
 def load_labelled_data(cfg) -> LabelledData:
     """Train/held-out images and labels from parsed args or an export's train_config dict (the attribute reader
-    above: CelebA list_attr_celeba.txt / CSV for folders and celeba, built-in attributes for synthetic)."""
+    above: CelebA list_attr_celeba.txt / CSV for folders and celeba, built-in attributes for synthetic).  The attribute
+    is ``cond_attr`` (train_gan.py --cond-attr) or ``attr`` (exports written by the former train_acgan.py)."""
     args = argparse.Namespace(**cfg) if isinstance(cfg, dict) else cfg
+    args = argparse.Namespace(**{**vars(args), "attr": getattr(args, "cond_attr", None) or args.attr})
     data = face_data_from_args(args)
     train_names, held_names = source_names(args, data)
     tr, he = attribute_signs(args, train_names), attribute_signs(args, held_names)

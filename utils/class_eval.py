@@ -1,7 +1,8 @@
 """Class-conditional evaluation (ACGAN, Odena et al. 2017): per-class FID and the accuracy of an independent
 attribute classifier on generated images.
 
-train_acgan.py runs it after training (``--class-eval-samples``); evaluate.py runs it for any 'acgan' export.
+train_gan.py --cond-attr runs it after training (``--class-eval-samples``); evaluate.py runs it for any 'acgan'
+export.  The class grids the trainer writes are here too.
 """
 from __future__ import annotations
 
@@ -82,3 +83,37 @@ def evaluate_acgan(export, *, num_per_class: int = 1000, extractor="inception", 
     fids = [e["fid"] for e in result["per_class"].values() if e["fid"] is not None]
     result["mean_class_fid"] = float(np.mean(fids)) if fids else None
     return result
+
+
+# ------------------------------------------------------------------------------------------------ trainer outputs
+
+def class_grid(model, z: torch.Tensor) -> torch.Tensor:
+    """Row i = z[i] rendered as every class (rows share z; columns differ only in the label)."""
+    c = model.num_classes
+    labels = torch.arange(c).repeat(len(z))
+    return model.sample(len(z) * c, z=z.repeat_interleave(c, 0), labels=labels)
+
+
+def save_class_outputs(model, z: torch.Tensor, run) -> None:
+    """class_grid.png (rows share z) and samples_<class>.png (every z as one class)."""
+    from utils.images import save_grid
+
+    save_grid(class_grid(model, z), run.path("class_grid.png"), nrow=model.num_classes)
+    for c, name in enumerate(model.config.class_names):
+        labels = torch.full((len(z),), c, dtype=torch.long)
+        save_grid(model.sample(len(z), z=z, labels=labels), run.path(f"samples_{name}.png"))
+
+
+def class_eval_summary(run, args, export_path) -> str:
+    """--class-eval-samples N after training: class_metrics.json next to the export; returns its summary text."""
+    from utils.export import atomic_write_json, load_export
+    from utils.run import fid_weights_of
+
+    metrics = evaluate_acgan(load_export(export_path), num_per_class=args.class_eval_samples,
+                             extractor=args.fid_extractor, weights=fid_weights_of(args), device=run.device,
+                             seed=args.seed)
+    atomic_write_json(run.path("class_metrics.json"), metrics)
+    per = ", ".join(f"{n} FID {e['fid']:.2f}" if e["fid"] is not None else f"{n} FID n/a"
+                    for n, e in metrics["per_class"].items())
+    return (f"; {per}; classifier accuracy on generated {metrics['classifier']['generated_accuracy']:.3f} "
+            f"(held-out real {metrics['classifier']['heldout_real_accuracy']:.3f})")

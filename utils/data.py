@@ -215,7 +215,7 @@ class Batches:
     """
 
     def __init__(self, images: torch.Tensor, batch_size: int, *, seed: int = 0, rank: int = 0, world: int = 1,
-                 device: torch.device | str = "cpu", on_device: bool = True):
+                 device: torch.device | str = "cpu", on_device: bool = True, labels: torch.Tensor | None = None):
         if batch_size % world:
             raise DataError(f"--batch-size {batch_size} must be divisible by the number of processes ({world})")
         if len(images) < batch_size:
@@ -223,6 +223,10 @@ class Batches:
         self.device = torch.device(device)
         # Holding the whole uint8 set on the GPU removes host→device copies from the step (CelebA-64 ≈ 2.5 GB).
         self.images = images.to(self.device) if on_device else images
+        if labels is not None and len(labels) != len(images):
+            raise DataError(f"{len(labels)} labels for {len(images)} training images")
+        # Per-image class labels (train_gan.py --cond-attr): sliced with the images' indices, so next() yields pairs.
+        self.labels = None if labels is None else labels.to(self.images.device)
         self.batch_size, self.seed, self.rank, self.world = batch_size, seed, rank, world
         self.local_batch = batch_size // world
         self.steps_per_epoch = len(images) // batch_size
@@ -237,17 +241,22 @@ class Batches:
             self._perm = (self.epoch, torch.randperm(len(self.images), generator=g).to(self.images.device))
         return self._perm[1]
 
-    def next_uint8(self) -> torch.Tensor:
+    def _next_indices(self) -> torch.Tensor:
+        """Indices of this process's next local batch; advances the position."""
         if self.index >= self.steps_per_epoch:
             self.epoch, self.index = self.epoch + 1, 0
         start = self.index * self.batch_size + self.rank * self.local_batch
         idx = self._permutation()[start:start + self.local_batch]
         self.index += 1
-        return self.images[idx].to(self.device, non_blocking=True)
+        return idx
 
-    def next(self) -> torch.Tensor:
-        """Next local batch as float in [-1, 1] on the device."""
-        x = to_float(self.next_uint8())
+    def next_uint8(self) -> torch.Tensor:
+        return self.images[self._next_indices()].to(self.device, non_blocking=True)
+
+    def next(self) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Next local batch as float in [-1, 1] on the device; with ``labels``, the pair (images, their labels)."""
+        idx = self._next_indices()
+        x = to_float(self.images[idx].to(self.device, non_blocking=True))
         if self._nan_at or self._oom_at:
             position = self.epoch * self.steps_per_epoch + self.index - 1
             if position in self._nan_at:
@@ -255,7 +264,7 @@ class Batches:
             if position in self._oom_at:
                 raise torch.cuda.OutOfMemoryError(f"CUDA out of memory. Tried to allocate 2.00 GiB "
                                                   f"(injected by FACEGEN_INJECT_OOM_AT at batch {position})")
-        return x
+        return x if self.labels is None else (x, self.labels[idx].to(self.device, non_blocking=True))
 
     def state_dict(self) -> dict:
         # "world" is informational: the stream of global batches does not depend on the process count.

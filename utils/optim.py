@@ -1,5 +1,5 @@
-"""GAN optimisers (train_gan.py, train_acgan.py): each adversarial loss's reference optimiser settings and the
---optimizer factory."""
+"""GAN optimisers (train_gan.py, with or without --cond-attr): each adversarial loss's reference optimiser settings
+and the --optimizer factory."""
 from __future__ import annotations
 
 import torch

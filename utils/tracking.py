@@ -12,7 +12,7 @@ from utils.export import atomic_write_bytes
 
 
 class RunningMeans:
-    """Means of the logged scalar tensors over a logging period (train_gan/train_acgan/train_vae "train" records).
+    """Means of the logged scalar tensors over a logging period (train_gan/train_vae "train" records).
 
     ``add`` sums on the device every step (no host sync); ``read`` averages, reduces across processes with one
     all-reduce and one host copy, and starts the next period.  Non-tensor and bool entries (the ``ok`` flags)
