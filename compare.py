@@ -5,8 +5,9 @@
     python compare.py a/metrics.json b/export.safetensors --figures grid,interp
 
 Inputs are metrics.json files, export files (their <stem>_eval/metrics.json), run directories, or folders
-of run directories.  Rows are grouped into tables by run name (see utils/compare_tables.py: the row scripts
-name their runs, e.g. ``gan-2.1-dcgan``).  Every number comes from a metrics.json written by evaluate.py;
+of run directories.  Rows are grouped into tables by plan row: the ``--row`` the row scripts pass to the trainer
+(stored in config.json), or for runs without one the row of the script that gives the run its name
+(utils/table_specs.py, utils/table_rows.py).  Every number comes from a metrics.json written by evaluate.py;
 each table states its sample count, reference split and feature network, and marks rows evaluated under
 other settings.  ``--readme`` rewrites the text between ``<!-- results:<table> -->`` and
 ``<!-- /results:<table> -->``, so README tables are generated, never typed.
@@ -32,8 +33,10 @@ import numpy as np
 import torch
 
 from utils.argtypes import positive_int
-from utils.compare_tables import (TABLE_ORDER, TABLES, CompareError, Row, csv_text, figures_markdown,
-                                  find_metrics_files, group_rows, load_rows, read_notes, replace_marked, table_body)
+from utils.figures import enlarge, labelled_rows, nearest, ping_pong_frames, slerp
+from utils.table_render import csv_text, figures_markdown, read_notes, rel_link, replace_marked, table_body
+from utils.table_rows import Row, find_metrics_files, group_rows, load_rows
+from utils.table_specs import TABLE_ORDER, TABLES, CompareError
 
 FIGURE_KINDS = ("grid", "progression", "interp", "failures", "curves")
 PROGRESSION_EPOCHS = (10, 50, 100, 200)     # plan 5B: epoch 10 → 50 → 100 → 200
@@ -92,32 +95,6 @@ def build_parser() -> argparse.ArgumentParser:
 # ---------------------------------------------------------------------------------------------
 # Image helpers
 # ---------------------------------------------------------------------------------------------
-
-def enlarge(images: torch.Tensor, min_side: int = 48) -> torch.Tensor:
-    """Nearest-neighbour enlargement of tiny images (16–32 px smoke runs) so faces and labels stay visible."""
-    f = max(1, math.ceil(min_side / images.shape[-1]))
-    return images if f == 1 else images.repeat_interleave(f, dim=-2).repeat_interleave(f, dim=-1)
-
-
-def labeled_rows(strips: list[np.ndarray], labels: list[str], pad: int = 4) -> np.ndarray:
-    """Stack H×W×3 strips vertically with a text label left of each."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    font = ImageFont.load_default()
-    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    margin = max(probe.textbbox((0, 0), s, font=font)[2] for s in labels) + 2 * pad
-    width = margin + max(s.shape[1] for s in strips)
-    height = sum(s.shape[0] for s in strips)
-    canvas = Image.new("RGB", (width, height), (255, 255, 255))
-    draw = ImageDraw.Draw(canvas)
-    y = 0
-    for strip, label in zip(strips, labels):
-        canvas.paste(Image.fromarray(strip), (margin, y))
-        box = draw.textbbox((0, 0), label, font=font)
-        draw.text((pad, y + (strip.shape[0] - (box[3] - box[1])) // 2 - box[1]), label, fill=(0, 0, 0), font=font)
-        y += strip.shape[0]
-    return np.asarray(canvas)
-
 
 def strip(images: torch.Tensor) -> np.ndarray:
     from utils.images import make_grid_uint8
@@ -182,7 +159,7 @@ def sample_grid(export, row: Row, path: Path, seed: int, n: int) -> Path:
         pairs = [translation_pairs(export, k, d) for d in DIRECTIONS]
         strips = [strip(images) for pair in pairs for images in pair]
         labels = [lab for d in DIRECTIONS for lab in (f"{d[0].upper()} input", f"{d[0].upper()} -> {d[1].upper()}")]
-        return save_png(labeled_rows(strips, labels), path)
+        return save_png(labelled_rows(strips, labels), path)
     return save_grid(model_outputs(export, row, n, seed), path, nrow=math.ceil(math.sqrt(n)))
 
 
@@ -236,27 +213,12 @@ def progression_strip(row: Row, path: Path, seed: int, n: int, device) -> Path |
         strips.append(strip(model_outputs(export, row, n, seed)))
         labels.append(snapshot_label(s))
         del export
-    return save_png(labeled_rows(strips, labels), path)
+    return save_png(labelled_rows(strips, labels), path)
 
 
 # ---------------------------------------------------------------------------------------------
 # Latent interpolation
 # ---------------------------------------------------------------------------------------------
-
-def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Spherical interpolation (Shoemake 1985; White 2016 for generative latents) of flattened vectors.
-
-    a, b: N×D; t: T values in [0, 1] → N×T×D.  Gaussian latents concentrate on a sphere, so the straight
-    line between two of them passes through improbably short vectors; the great circle does not.
-    """
-    a64, b64, t64 = a.double(), b.double(), t.double().view(1, -1, 1)
-    cos = ((a64 * b64).sum(1) / (a64.norm(dim=1) * b64.norm(dim=1)).clamp_min(1e-12)).clamp(-1, 1)
-    omega = torch.acos(cos).view(-1, 1, 1)
-    so = torch.sin(omega)
-    lerp = (1 - t64) * a64[:, None] + t64 * b64[:, None]
-    sl = (torch.sin((1 - t64) * omega) * a64[:, None] + torch.sin(t64 * omega) * b64[:, None]) / so.clamp_min(1e-12)
-    return torch.where(so.abs() < 1e-6, lerp, sl).to(a.dtype)
-
 
 @torch.no_grad()
 def ddim_from_noise(model, x_T: torch.Tensor, steps: int = 100) -> torch.Tensor:
@@ -305,9 +267,7 @@ def interpolation_figures(export, row: Row, png: Path, gif: Path, seed: int, pai
         return None
     images = enlarge(images)
     save_png(make_grid_uint8(images.flatten(0, 1), nrow=images.shape[1]), png)
-    # One GIF frame per path position (all pairs side by side), played forth and back.
-    frames = [make_grid_uint8(images[:, j], nrow=images.shape[0]) for j in range(images.shape[1])]
-    save_gif(frames + frames[-2:0:-1], gif, duration_ms=150)
+    save_gif(ping_pong_frames(images), gif, duration_ms=150)
     return png, gif
 
 
@@ -332,9 +292,8 @@ def reference_images(row: Row, export):
 def nearest_real(fake_feats: np.ndarray, real_feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(distance to the nearest real feature, its index) for every fake feature (Euclidean)."""
     fake, real = torch.from_numpy(np.asarray(fake_feats, np.float64)), torch.from_numpy(np.asarray(real_feats, np.float64))
-    d = torch.cdist(fake, real)
-    dist, idx = d.min(dim=1)
-    return dist.numpy(), idx.numpy()
+    dist, idx = nearest(fake, real, 1)
+    return dist[:, 0].numpy(), idx[:, 0].numpy()
 
 
 def worst_samples(dist: np.ndarray, k: int) -> np.ndarray:
@@ -592,8 +551,6 @@ def write_outputs(tables: dict[str, list[Row]], args, table_figs: dict, notes: d
 
 def update_readme(readme: Path, tables: dict[str, list[Row]], out: Path, notes: dict) -> list[str]:
     """Replace each table's marked block; returns the tables updated."""
-    import os
-
     from utils.export import atomic_write_bytes
 
     if not readme.is_file():
@@ -601,7 +558,7 @@ def update_readme(readme: Path, tables: dict[str, list[Row]], out: Path, notes: 
     text = readme.read_text()
     updated = []
     for name, rows in tables.items():
-        link = Path(os.path.relpath((out / f"{name}.md").resolve(), readme.resolve().parent)).as_posix()
+        link = rel_link(out / f"{name}.md", readme.resolve().parent)
         content = f"#### {TABLES[name].title}\n\n{table_body(TABLES[name], rows, notes)}\n\nFigures and CSV: [{link}]({link})."
         text, found = replace_marked(text, name, content)
         if found:

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from utils.argtypes import int_list, positive_int
+from utils.figures import labelled_rows, nearest, ping_pong_frames, slerp
 
 MODES = ("sweep", "interp", "neighbours", "all")
 SUPPORTED = ("gan", "vae")
@@ -103,16 +104,6 @@ def lerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return a[None] + t[:, None] * (b - a)[None]
 
 
-def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Spherical interpolation (Shoemake 1985; White 2016 for GAN priors) — stays on the Gaussian shell."""
-    cos = torch.dot(a, b) / (a.norm() * b.norm()).clamp_min(1e-12)
-    omega = torch.arccos(cos.clamp(-1.0, 1.0))
-    if omega.abs() < 1e-6:
-        return lerp(a, b, t)
-    so = torch.sin(omega)
-    return (torch.sin((1 - t) * omega) / so)[:, None] * a[None] + (torch.sin(t * omega) / so)[:, None] * b[None]
-
-
 def crossfade(img_a: torch.Tensor, img_b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """Screen-space interpolation: per-pixel blend of two images (3×R×R) → T×3×R×R."""
     return img_a[None] + t[:, None, None, None] * (img_b - img_a)[None]
@@ -148,31 +139,16 @@ def interpolation_rows(space: LatentSpace, a: torch.Tensor, b: torch.Tensor, ste
 
 # ------------------------------------------------------------------------------------------------ images
 
-def labelled_rows(rows: list[tuple[str, torch.Tensor]], pad: int = 2, label_width: int | None = None) -> np.ndarray:
+def labelled_image(rows: list[tuple[str, torch.Tensor]], pad: int = 2) -> np.ndarray:
     """One image: each row's label on the left, then its images side by side (H×W×3 uint8)."""
-    from PIL import Image, ImageDraw
-
     from utils.images import make_grid_uint8
 
-    strips = [make_grid_uint8(imgs, nrow=len(imgs), pad=pad) for _, imgs in rows]
-    label_width = label_width or 7 * max(len(label) for label, _ in rows) + 8
-    width = label_width + max(s.shape[1] for s in strips)
-    canvas = Image.new("RGB", (width, sum(s.shape[0] for s in strips)), (255, 255, 255))
-    draw, y = ImageDraw.Draw(canvas), 0
-    for (label, _), strip in zip(rows, strips):
-        canvas.paste(Image.fromarray(strip), (label_width, y))
-        draw.text((4, y + strip.shape[0] // 2 - 5), label, fill=(0, 0, 0))
-        y += strip.shape[0]
-    return np.asarray(canvas)
+    return labelled_rows([make_grid_uint8(imgs, nrow=len(imgs), pad=pad) for _, imgs in rows], [lab for lab, _ in rows])
 
 
 def frames_of(rows: list[tuple[str, torch.Tensor]]) -> list[np.ndarray]:
     """Animation frames: frame j shows column j of every row side by side, then back (ping-pong loop)."""
-    from utils.images import make_grid_uint8
-
-    steps = len(rows[0][1])
-    frames = [make_grid_uint8(torch.stack([imgs[j] for _, imgs in rows]), nrow=len(rows)) for j in range(steps)]
-    return frames + frames[-2:0:-1]
+    return ping_pong_frames(torch.stack([imgs for _, imgs in rows]))
 
 
 def save_animation(frames: list[np.ndarray], stem: Path, gif: bool, mp4: bool) -> list[str]:
@@ -207,7 +183,7 @@ def run_sweep(space: LatentSpace, args, out: Path) -> dict:
     imgs = space.decode(sweep_latents(base, dims, space.mean, space.std, args.sigma, args.steps))
     rows = [(f"{space.name}[{d}]", imgs[i * args.steps:(i + 1) * args.steps]) for i, d in enumerate(dims)]
     from utils.images import save_png
-    save_png(labelled_rows(rows), out / "sweep.png")
+    save_png(labelled_image(rows), out / "sweep.png")
     # Which dimensions matter: mean absolute pixel change from −σ to +σ (in [0, 2] units).
     change = {str(d): float((r[-1] - r[0]).abs().mean()) for d, (_, r) in zip(dims, rows)}
     written = save_animation(frames_of(rows), out / "sweep", args.gif, args.mp4)
@@ -233,7 +209,7 @@ def run_interp(export, space: LatentSpace, args, out: Path) -> dict:
     else:
         a, b = space.draw(2, g)
         rows = interpolation_rows(space, a, b, args.steps)
-    save_png(labelled_rows(rows), out / "interp.png")
+    save_png(labelled_image(rows), out / "interp.png")
     result["prior"] = {"png": str(out / "interp.png"), "rows": [r[0] for r in rows],
                        "animations": save_animation(frames_of(rows), out / "interp", args.gif, args.mp4)}
     if export.family == "vae":
@@ -247,7 +223,7 @@ def run_interp(export, space: LatentSpace, args, out: Path) -> dict:
         rows = interpolation_rows(space, mu[0], mu[1], args.steps)
         rows.insert(0, ("held-out inputs", torch.stack([to_float(held[0])] + [torch.ones_like(to_float(held[0]))]
                                                         * (args.steps - 2) + [to_float(held[1])])))
-        save_png(labelled_rows(rows), out / "interp_encoded.png")
+        save_png(labelled_image(rows), out / "interp_encoded.png")
         result["encoded"] = {"png": str(out / "interp_encoded.png"), "rows": [r[0] for r in rows],
                              "animations": save_animation(frames_of(rows[1:]), out / "interp_encoded", args.gif,
                                                           args.mp4)}
@@ -265,19 +241,6 @@ def _small(x_uint8: torch.Tensor, size: int = NEIGHBOUR_SIZE) -> torch.Tensor:
     if x.shape[-1] > size:
         x = F.adaptive_avg_pool2d(x, size)
     return x.flatten(1)
-
-
-def nearest(queries: torch.Tensor, bank: torch.Tensor, k: int, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
-    """(distances Q×k, indices Q×k) of the k nearest rows of ``bank`` (L2), over bank chunks to bound memory."""
-    best_d = torch.full((len(queries), 0), float("inf"))
-    best_i = torch.zeros((len(queries), 0), dtype=torch.long)
-    for start in range(0, len(bank), chunk):
-        d = torch.cdist(queries, bank[start:start + chunk])
-        best_d = torch.cat([best_d, d], 1)
-        best_i = torch.cat([best_i, torch.arange(start, start + d.shape[1]).expand(len(queries), -1)], 1)
-        keep = best_d.topk(min(k, best_d.shape[1]), dim=1, largest=False)
-        best_d, best_i = keep.values, best_i.gather(1, keep.indices)
-    return best_d, best_i
 
 
 def memorisation_report(sample_d: torch.Tensor, heldout_d: torch.Tensor) -> dict:

@@ -15,5 +15,5 @@ fi
 accelerate launch train_cyclegan.py "${DOMAINS[@]}" \
   --disc dc --gan-loss lsgan --cycle-weight 10 --pool-size 50 --lr 2e-4 --beta1 0.5 --beta2 0.999 \
   --gen-width 64 --gen-blocks 3 --disc-width 64 --resolution 64 --aug flip --max-steps 10000 \
-  --out "${OUT:-runs}" --name cyclegan-s001-dc "$@"
+  --out "${OUT:-runs}" --name cyclegan-s001-dc --row s001-dc "$@"
 [ -n "${SKIP_EVAL:-}" ] || python evaluate.py --ckpt "${OUT:-runs}/cyclegan-s001-dc/export.safetensors" ${EVAL_ARGS:-}

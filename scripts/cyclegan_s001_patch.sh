@@ -15,5 +15,5 @@ fi
 accelerate launch train_cyclegan.py "${DOMAINS[@]}" \
   --disc patch --gan-loss lsgan --cycle-weight 10 --pool-size 50 --lr 2e-4 --beta1 0.5 --beta2 0.999 \
   --gen-width 64 --gen-blocks 3 --disc-width 64 --resolution 64 --aug flip --max-steps 10000 \
-  --out "${OUT:-runs}" --name cyclegan-s001-patch "$@"
+  --out "${OUT:-runs}" --name cyclegan-s001-patch --row s001-patch "$@"
 [ -n "${SKIP_EVAL:-}" ] || python evaluate.py --ckpt "${OUT:-runs}/cyclegan-s001-patch/export.safetensors" ${EVAL_ARGS:-}

@@ -11,5 +11,5 @@ ATTR_FILE=${ATTR_FILE:-}
 accelerate launch train_cyclegan.py --data "$DATA" --attr Smiling ${ATTR_FILE:+--attr-file "$ATTR_FILE"} \
   --disc patch --gan-loss lsgan --cycle-weight 10 --pool-size 50 --lr 2e-4 --beta1 0.5 --beta2 0.999 \
   --gen-width 64 --gen-blocks 3 --disc-width 64 --resolution 64 --aug flip \
-  --out "${OUT:-runs}" --name cyclegan-smiling "$@"
+  --out "${OUT:-runs}" --name cyclegan-smiling --row s001-smiling "$@"
 [ -n "${SKIP_EVAL:-}" ] || python evaluate.py --ckpt "${OUT:-runs}/cyclegan-smiling/export.safetensors" ${EVAL_ARGS:-}

@@ -6,5 +6,5 @@ cd "$(dirname "$0")/.."
 DATA=${DATA:-synthetic}
 accelerate launch train_ddpm.py --data "$DATA" \
   --beta-schedule cosine --prediction-type epsilon --base-channels 128 --attn-res 8,16 --lr 2e-4 \
-  --out "${OUT:-runs}" --name ddpm-4.2-cosine "$@"
+  --out "${OUT:-runs}" --name ddpm-4.2-cosine --row 4.2 "$@"
 [ -n "${SKIP_EVAL:-}" ] || python evaluate.py --ckpt "${OUT:-runs}/ddpm-4.2-cosine/export.safetensors" --sample-steps 100 ${EVAL_ARGS:-}

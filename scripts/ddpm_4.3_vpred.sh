@@ -6,5 +6,5 @@ cd "$(dirname "$0")/.."
 DATA=${DATA:-synthetic}
 accelerate launch train_ddpm.py --data "$DATA" \
   --beta-schedule cosine --prediction-type v_prediction --base-channels 128 --attn-res 8,16 --lr 2e-4 \
-  --out "${OUT:-runs}" --name ddpm-4.3-vpred "$@"
+  --out "${OUT:-runs}" --name ddpm-4.3-vpred --row 4.3 "$@"
 [ -n "${SKIP_EVAL:-}" ] || python evaluate.py --ckpt "${OUT:-runs}/ddpm-4.3-vpred/export.safetensors" --sample-steps 100 ${EVAL_ARGS:-}

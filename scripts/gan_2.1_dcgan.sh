@@ -10,5 +10,5 @@ accelerate launch train_gan.py --data "$DATA" \
   --loss bce --optimizer adam --lr-g 2e-4 --lr-d 2e-4 --beta1 0.5 --beta2 0.999 \
   --ngf 64 --ndf 64 --latent-dim 100 --resolution 64 --g-norm batch --d-norm batch --upsample transposed \
   --mixed-precision fp16 \
-  --out "${OUT:-runs}" --name gan-2.1-dcgan "$@"
+  --out "${OUT:-runs}" --name gan-2.1-dcgan --row 2.1 "$@"
 [ -n "${SKIP_EVAL:-}" ] || python evaluate.py --ckpt "${OUT:-runs}/gan-2.1-dcgan/export.safetensors" ${EVAL_ARGS:-}

@@ -9,5 +9,5 @@ accelerate launch train_gan.py --data "$DATA" \
   --loss wgan-gp --gp-lambda 10 --n-critic 2 --optimizer adam --lr-g 1e-4 --lr-d 1e-4 --beta1 0 --beta2 0.9 \
   --ngf 64 --ndf 64 --latent-dim 128 --resolution 128 --g-norm group --d-norm none --sn --attn --upsample transposed \
   --mixed-precision fp16 \
-  --out "${OUT:-runs}" --name gan-2.4-128px "$@"
+  --out "${OUT:-runs}" --name gan-2.4-128px --row 2.4 "$@"
 [ -n "${SKIP_EVAL:-}" ] || python evaluate.py --ckpt "${OUT:-runs}/gan-2.4-128px/export.safetensors" ${EVAL_ARGS:-}

@@ -9,5 +9,5 @@ accelerate launch train_gan.py --data "$DATA" \
   --loss wgan-clip --clip 0.01 --optimizer rmsprop --lr-g 5e-5 --lr-d 5e-5 --n-critic 5 --n-critic-schedule wgan \
   --ngf 64 --ndf 64 --latent-dim 100 --resolution 64 --g-norm batch --d-norm batch --upsample transposed \
   --mixed-precision fp16 \
-  --out "${OUT:-runs}" --name gan-s004-wgan-clip "$@"
+  --out "${OUT:-runs}" --name gan-s004-wgan-clip --row s004-wgan-clip "$@"
 [ -n "${SKIP_EVAL:-}" ] || python evaluate.py --ckpt "${OUT:-runs}/gan-s004-wgan-clip/export.safetensors" ${EVAL_ARGS:-}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Plan 1A — resolution: 128x128 (rows 1A differ only in --resolution).
 # Phase 1 holds the model fixed (plan 2.1 DCGAN: BCE, Adam 2e-4 β=(0.5, 0.999), ngf=ndf=64, z=100, BatchNorm,
-# fp16) and changes one pipeline setting per experiment; the run name puts the row in compare.py's phase1 table.
+# fp16) and changes one pipeline setting per experiment; --row puts the run in compare.py's phase1 table.
 # Env: DATA (default synthetic; for the real study the folder chosen so far), OUT (run parent, default runs),
 # EVAL_ARGS (extra evaluate.py flags). Extra arguments go to train_gan.py, e.g. --epochs 50 (plan: phase 1 may
 # use 50 epochs).
@@ -13,5 +13,5 @@ accelerate launch train_gan.py --data "$DATA" \
   --ngf 64 --ndf 64 --latent-dim 100 --g-norm batch --d-norm batch --upsample transposed \
   --mixed-precision fp16 \
   --resolution 128 --aug flip \
-  --out "${OUT:-runs}" --name phase1-1A-128px "$@"
+  --out "${OUT:-runs}" --name phase1-1A-128px --row 1A-128px "$@"
 [ -n "${SKIP_EVAL:-}" ] || python evaluate.py --ckpt "${OUT:-runs}/phase1-1A-128px/export.safetensors" ${EVAL_ARGS:-}

@@ -3,7 +3,7 @@
 # so the 1B-aligned/1D-aligned pair also shows the seed-to-seed spread that phase-1 differences must exceed.
 # The 1D rows differ only in --combined.
 # Phase 1 holds the model fixed (plan 2.1 DCGAN: BCE, Adam 2e-4 β=(0.5, 0.999), ngf=ndf=64, z=100, BatchNorm,
-# fp16, 64x64, flip) and changes one pipeline setting per experiment; the run name puts the row in compare.py's
+# fp16, 64x64, flip) and changes one pipeline setting per experiment; --row puts the run in compare.py's
 # phase1 table. Extra arguments go to train_gan.py (e.g. --epochs 50); OUT (default runs) is the run parent and
 # EVAL_ARGS holds extra evaluate.py flags.
 # Usage: RAW=path/to/photos scripts/phase1_1D_aligned.sh   (or ALIGNED=path/to/aligned, as in phase1_1B_aligned.sh)
@@ -22,5 +22,5 @@ accelerate launch train_gan.py \
   --loss bce --optimizer adam --lr-g 2e-4 --lr-d 2e-4 --beta1 0.5 --beta2 0.999 \
   --ngf 64 --ndf 64 --latent-dim 100 --g-norm batch --d-norm batch --upsample transposed \
   --mixed-precision fp16 --resolution 64 --aug flip \
-  --seed 1 --data "$ALIGNED" --out "${OUT:-runs}" --name phase1-1D-aligned "$@"
+  --seed 1 --data "$ALIGNED" --out "${OUT:-runs}" --name phase1-1D-aligned --row 1D-aligned "$@"
 [ -n "${SKIP_EVAL:-}" ] || python evaluate.py --ckpt "${OUT:-runs}/phase1-1D-aligned/export.safetensors" ${EVAL_ARGS:-}

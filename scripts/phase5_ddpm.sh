@@ -11,5 +11,5 @@ DATA=${DATA:-synthetic}
 RESOLUTION=${RESOLUTION:-64}
 accelerate launch train_ddpm.py --data "$DATA" --resolution "$RESOLUTION" --epochs 200 \
   --beta-schedule cosine --prediction-type v_prediction --base-channels 192 --attn-res 8,16,32 --lr 2e-4 \
-  --out "${OUT:-runs}" --name phase5-ddpm "$@"
+  --out "${OUT:-runs}" --name phase5-ddpm --row 5-ddpm "$@"
 [ -n "${SKIP_EVAL:-}" ] || python evaluate.py --ckpt "${OUT:-runs}/phase5-ddpm/export.safetensors" --sample-steps 100 ${EVAL_ARGS:-}

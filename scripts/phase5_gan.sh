@@ -13,5 +13,5 @@ accelerate launch train_gan.py --data "$DATA" --resolution "$RESOLUTION" --epoch
   --loss wgan-gp --gp-lambda 10 --n-critic 2 --optimizer adam --lr-g 1e-4 --lr-d 1e-4 --beta1 0 --beta2 0.9 \
   --ngf 64 --ndf 64 --latent-dim 128 --g-norm group --d-norm none --sn --attn --upsample transposed \
   --mixed-precision fp16 \
-  --out "${OUT:-runs}" --name phase5-gan "$@"
+  --out "${OUT:-runs}" --name phase5-gan --row 5-gan "$@"
 [ -n "${SKIP_EVAL:-}" ] || python evaluate.py --ckpt "${OUT:-runs}/phase5-gan/export.safetensors" ${EVAL_ARGS:-}

@@ -17,5 +17,5 @@ if [[ -n "${VGG_WEIGHTS:-}" ]]; then VGG_ARGS=(--vgg-weights "$VGG_WEIGHTS"); fi
 accelerate launch train_vae.py --data "$DATA" --resolution "$RESOLUTION" --epochs 200 \
   --recon mse --beta 1e-4 --lambda-perc 0.1 --lambda-adv 0.1 --lr 1e-3 --latent-dim 256 \
   --disc-loss hinge --disc-start 10ep --disc-layers 3 --adv-weight adaptive \
-  ${VGG_ARGS[@]+"${VGG_ARGS[@]}"} --out "${OUT:-runs}" --name phase5-vae "$@"
+  ${VGG_ARGS[@]+"${VGG_ARGS[@]}"} --out "${OUT:-runs}" --name phase5-vae --row 5-vae "$@"
 [ -n "${SKIP_EVAL:-}" ] || python evaluate.py --ckpt "${OUT:-runs}/phase5-vae/export.safetensors" ${EVAL_ARGS:-}

@@ -13,5 +13,5 @@ accelerate launch train_gan.py --data "$DATA" --out "$OUT" \
   --loss wgan-gp --gp-lambda 10 --n-critic 2 --optimizer adam --lr-g 1e-4 --lr-d 1e-4 --beta1 0 --beta2 0.9 \
   --ngf 64 --ndf 64 --latent-dim 128 --resolution 64 --d-norm instance \
   --mixed-precision fp16 \
-  --name stylegan-lite "$@"
+  --name stylegan-lite --row s002-stylegan-lite "$@"
 python evaluate.py --ckpt "$OUT/stylegan-lite/export.safetensors" ${EVAL_ARGS:-}

@@ -6,5 +6,5 @@ cd "$(dirname "$0")/.."
 DATA=${DATA:-synthetic}
 accelerate launch train_vae.py --data "$DATA" \
   --recon mse --beta 1 --lambda-perc 0 --lambda-adv 0 --lr 1e-3 --latent-dim 256 \
-  --out "${OUT:-runs}" --name vae-3.1-mse "$@"
+  --out "${OUT:-runs}" --name vae-3.1-mse --row 3.1 "$@"
 [ -n "${SKIP_EVAL:-}" ] || python evaluate.py --ckpt "${OUT:-runs}/vae-3.1-mse/export.safetensors" ${EVAL_ARGS:-}

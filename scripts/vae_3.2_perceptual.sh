@@ -9,5 +9,5 @@ VGG_ARGS=()
 if [[ -n "${VGG_WEIGHTS:-}" ]]; then VGG_ARGS=(--vgg-weights "$VGG_WEIGHTS"); fi
 accelerate launch train_vae.py --data "$DATA" \
   --recon mse --beta 1 --lambda-perc 0.1 --lambda-adv 0 --lr 1e-3 --latent-dim 256 \
-  ${VGG_ARGS[@]+"${VGG_ARGS[@]}"} --out "${OUT:-runs}" --name vae-3.2-perceptual "$@"
+  ${VGG_ARGS[@]+"${VGG_ARGS[@]}"} --out "${OUT:-runs}" --name vae-3.2-perceptual --row 3.2 "$@"
 [ -n "${SKIP_EVAL:-}" ] || python evaluate.py --ckpt "${OUT:-runs}/vae-3.2-perceptual/export.safetensors" ${EVAL_ARGS:-}

@@ -16,5 +16,5 @@ if [[ -n "${VGG_WEIGHTS:-}" ]]; then VGG_ARGS=(--vgg-weights "$VGG_WEIGHTS"); fi
 accelerate launch train_vae.py --data "$DATA" \
   --recon mse --beta 1e-4 --lambda-perc 0.1 --lambda-adv 0.1 --lr 1e-3 --latent-dim 256 \
   --disc-loss hinge --disc-start 10ep --disc-layers 3 --adv-weight adaptive \
-  ${VGG_ARGS[@]+"${VGG_ARGS[@]}"} --out "${OUT:-runs}" --name vae-3.3-patchgan "$@"
+  ${VGG_ARGS[@]+"${VGG_ARGS[@]}"} --out "${OUT:-runs}" --name vae-3.3-patchgan --row 3.3 "$@"
 [ -n "${SKIP_EVAL:-}" ] || python evaluate.py --ckpt "${OUT:-runs}/vae-3.3-patchgan/export.safetensors" ${EVAL_ARGS:-}

@@ -17,10 +17,13 @@ from PIL import Image
 import compare
 import evaluate
 from models import build_model
-from utils.compare_tables import (CompareError, classify, find_metrics_files, load_rows, read_notes,
-                                  replace_marked)
 from utils.export import atomic_write_json, load_export, save_export
+from utils.figures import slerp
 from utils.metrics_schema import read_metrics
+from utils.row_scripts import row_of_run_name
+from utils.table_render import read_notes, replace_marked
+from utils.table_rows import find_metrics_files, load_rows
+from utils.table_specs import CompareError, classify
 
 TRAIN_CONFIG = {"data": "synthetic", "synthetic_size": 48, "n_real": 8, "resolution": 16, "batch_size": 4, "crop": "center"}
 CONFIGS = {
@@ -87,22 +90,42 @@ def runs(tmp_path_factory):
     ("phase1-1D-combined", "phase1", ("1D", "Combined dataset", "Aligned + raw mixed")),
     ("gan-2.3-wgan-gp-sn-attn", "phase2", ("2.3", "WGAN-GP + SN + Attn")),
     ("vae-3.2-perceptual", "phase3", ("3.2", "+ Perceptual")),
-    ("ddpm-4.10-future", "phase4", ("4.10", "ddpm-4.10-future")),
+    ("gan-2.3-my-variant", "other", ("gan-2.3-my-variant", "gan")),   # no script's name: not guessed from its form
     ("phase5-ddpm", "phase5", ("Best DDPM (4.4)",)),
     ("gan-s004-wgan-clip", "s004", ("WGAN (weight clipping)",)),
     ("gan-dcgan-synthetic-64px-1a2b3c", "other", ("gan-dcgan-synthetic-64px-1a2b3c", "gan")),
 ])
 def test_run_names_map_to_plan_tables(name, table, lead):
-    t, _, got_lead, _ = classify(name, "gan")
+    """A run without a stored row is placed by the row of the script that gives it exactly its name."""
+    t, _, got_lead, _ = classify(row_of_run_name(name), name, "gan")
     assert (t, got_lead) == (table, lead)
 
 
 def test_row_order_follows_the_plan():
-    names = ["gan-2.4-128px", "gan-2.1-dcgan", "gan-2.3-x", "gan-2.2-y"]
-    assert sorted(names, key=lambda n: classify(n)[3]) == ["gan-2.1-dcgan", "gan-2.2-y", "gan-2.3-x", "gan-2.4-128px"]
-    p1 = ["phase1-1D-combined", "phase1-1A-128px", "phase1-1B-full", "phase1-1A-64px"]
-    assert sorted(p1, key=lambda n: classify(n)[3]) == ["phase1-1A-64px", "phase1-1A-128px", "phase1-1B-full",
-                                                       "phase1-1D-combined"]
+    rows = ["2.4", "2.1", "2.3", "2.2"]
+    assert sorted(rows, key=lambda r: classify(r, "run")[3]) == ["2.1", "2.2", "2.3", "2.4"]
+    p1 = ["1D-combined", "1A-128px", "1B-full", "1A-64px"]
+    assert sorted(p1, key=lambda r: classify(r, "run")[3]) == ["1A-64px", "1A-128px", "1B-full", "1D-combined"]
+
+
+def test_a_stored_row_places_the_run_whatever_its_name(runs, tmp_path):
+    """config.json's row (the --row a row script passes to its trainer) decides the table; a run without one that
+    no script names lands in 'other', however much its name looks like a row's."""
+    src = runs / "runs" / "gan-2.1-dcgan"
+    metrics = read_metrics(src / "export_eval" / "metrics.json")
+    metrics["source"]["path"] = "/nonexistent/export.safetensors"   # placed by its run directory's config.json
+    paths = []
+    for name, row in (("my-experiment", "2.3"), ("gan-2.3-my-variant", None), ("gan-2.2-wgan-gp", "s004-lsgan")):
+        atomic_write_json(tmp_path / name / "export_eval" / "metrics.json", metrics)
+        atomic_write_json(tmp_path / name / "config.json", {**json.loads((src / "config.json").read_text()),
+                                                            "name": name, "row": row})
+        paths.append(tmp_path / name / "export_eval" / "metrics.json")
+    rows, skipped = load_rows(paths)
+    assert not skipped
+    assert {r.name: (r.table, r.lead) for r in rows} == {
+        "my-experiment": ("phase2", ("2.3", "WGAN-GP + SN + Attn")),
+        "gan-2.3-my-variant": ("other", ("gan-2.3-my-variant", "gan")),
+        "gan-2.2-wgan-gp": ("s004", ("LSGAN",))}                     # the stored row wins over a script's name
 
 
 def clone_row(runs_root: Path, src: str, name: str, **changes) -> Path:
@@ -231,14 +254,14 @@ def test_slerp_endpoints_norm_and_constant_angle():
     a, b = torch.randn(3, 64, generator=g), torch.randn(3, 64, generator=g)
     b = b / b.norm(dim=1, keepdim=True) * a.norm(dim=1, keepdim=True)   # equal norms: the path stays on the sphere
     t = torch.linspace(0, 1, 5)
-    path = compare.slerp(a, b, t)
+    path = slerp(a, b, t)
     assert path.shape == (3, 5, 64)
     torch.testing.assert_close(path[:, 0], a)
     torch.testing.assert_close(path[:, -1], b)
     torch.testing.assert_close(path.norm(dim=2), a.norm(dim=1, keepdim=True).expand(3, 5))
     cos = torch.nn.functional.cosine_similarity(path[:, :-1], path[:, 1:], dim=2)
     torch.testing.assert_close(cos, cos[:, :1].expand_as(cos))        # equal angular steps
-    same = compare.slerp(a, a, t)                                     # parallel vectors: no division by sin(0)
+    same = slerp(a, a, t)                                     # parallel vectors: no division by sin(0)
     assert torch.isfinite(same).all()
     torch.testing.assert_close(same[:, 2], a)
 

@@ -13,6 +13,7 @@ from PIL import Image
 import explore_latent as E
 from models.gan import GANConfig, build_generator
 from models.vae import VAE, VAEConfig
+from utils import figures
 from utils.export import save_export
 
 DATA = {"data": "synthetic", "synthetic_size": 48, "n_real": 16, "data_seed": 0, "crop": "center"}
@@ -41,9 +42,9 @@ def test_lerp_slerp_endpoints_and_slerp_keeps_norm():
     a, b = torch.randn(64, generator=g), torch.randn(64, generator=g)
     b = b / b.norm() * a.norm()
     t = torch.linspace(0, 1, 7)
-    for path in (E.lerp(a, b, t), E.slerp(a, b, t)):
+    for path in (E.lerp(a, b, t), figures.slerp(a, b, t)):
         assert torch.allclose(path[0], a, atol=1e-5) and torch.allclose(path[-1], b, atol=1e-5)
-    norms = E.slerp(a, b, t).norm(dim=1)
+    norms = figures.slerp(a, b, t).norm(dim=1)
     assert torch.allclose(norms, a.norm().expand(7), rtol=1e-4)       # stays on the shell …
     assert E.lerp(a, b, t)[3].norm() < 0.9 * a.norm()                  # … lerp cuts through it (random a, b ~ 90°)
 
@@ -67,11 +68,11 @@ def test_sweep_changes_only_the_swept_dimension():
 def test_nearest_matches_brute_force_and_memorised_sample_ratio_is_zero():
     g = torch.Generator().manual_seed(1)
     bank, q = torch.randn(50, 12, generator=g), torch.randn(5, 12, generator=g)
-    d, i = E.nearest(q, bank, 3, chunk=7)                              # chunking must not change the answer
+    d, i = figures.nearest(q, bank, 3, chunk=7)                        # chunking must not change the answer
     ref = torch.cdist(q, bank).topk(3, largest=False)
     assert torch.equal(i, ref.indices) and torch.allclose(d, ref.values)
     q[2] = bank[17]                                                    # a "sample" that copies a training image
-    d, i = E.nearest(q, bank, 1)
+    d, i = figures.nearest(q, bank, 1)
     rep = E.memorisation_report(d[:, 0], torch.full((4,), 2.0))
     assert int(i[2, 0]) == 17 and rep["min_ratio"] == 0.0 and rep["heldout_median_nn"] == 2.0
 

@@ -20,12 +20,13 @@ import torch
 from utils.argtypes import Every, positive_int, seed_int, unit_float
 from utils.data import Batches, add_data_args
 from utils.fastpath import add_fastpath_args
+from utils.table_specs import PLAN_ROWS
 
 # Flags that change neither the model nor the data nor the optimisation; excluded from the run-name hash
 # so that `--resume latest` with a longer schedule or other logging finds the same run directory.
 RUNTIME_FLAGS = {"out", "name", "resume", "dry_run", "epochs", "max_steps", "save_every", "sample_every", "log_every",
                  "fid_every", "export_every", "keep_checkpoints", "fid_samples", "fid_extractor", "fid_weights",
-                 "dinov2_weights",
+                 "dinov2_weights", "row",
                  "cache_dir", "download", "data_root", "compile", "tf32", "data_on_device", "max_bad_steps",
                  "channels_last", "optimizer_impl"}  # speed options: same maths up to float rounding (utils/fastpath.py)
 
@@ -37,6 +38,10 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--out", type=str, default="runs", help="parent folder of run directories")
     g.add_argument("--name", type=str, default=None,
                    help="run directory name (default: derived from the config, so --resume latest finds it)")
+    # Stored in config.json: compare.py places the run in this row's table whatever the run is named.
+    g.add_argument("--row", type=str, default=None, choices=PLAN_ROWS, metavar="ROW",
+                   help="the results-table row this run is (docs/plan.md, e.g. 2.3, 1A-64px, 5-gan, s004-lsgan; the "
+                        "row scripts pass it)")
     g.add_argument("--resolution", type=int, default=64, choices=[16, 32, 64, 128],
                    help="image size (plan 1A: 64 or 128; 16/32 for smoke tests)")
     g.add_argument("--batch-size", type=positive_int, default=64,
