@@ -16,5 +16,5 @@ accelerate launch train_gan.py --data "$DATA" --out "$OUT" --cond-attr Smiling $
   --loss bce --aux-weight 1 --embed concat --embed-dim 16 --latent-dim 100 --ngf 64 --ndf 64 --resolution 64 \
   --optimizer adam --lr-g 2e-4 --lr-d 2e-4 --beta1 0.5 --beta2 0.999 \
   --mixed-precision fp16 \
-  --name acgan-smiling "$@"
+  --row s003-smiling --name acgan-smiling "$@"
 python evaluate.py --ckpt "$OUT/acgan-smiling/export.safetensors" ${EVAL_ARGS:-}

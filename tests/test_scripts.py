@@ -91,9 +91,6 @@ NOT_ROWS = {
 # Row scripts whose trainer call does not pass --out "${OUT:-runs}" yet: there OUT redirects evaluate.py only, so
 # a smoke run must pass --out too (as run_row does). Remove a script from this set when it gains the flag.
 NO_OUT_YET: set = set()  # every row script passes --out "${OUT:-runs}" to its trainer
-# Row scripts whose trainer call does not pass --row yet: their runs are placed by run name only while they have no
-# row, so they land in 'other'. Remove a script from this set when it gains the flag (its table is in ROWS).
-NO_ROW_YET = {"acgan_smiling"}   # train_acgan.py is being merged into train_gan.py; its script follows
 TABLE_VIA_RUN_TABLE = "phase2"   # these rows go through scripts/run_table.sh, which also builds their table
 WORKERS = 2                      # rows are independent processes; two keep both CPU cores busy
 
@@ -207,16 +204,9 @@ def test_every_row_script_passes_its_row():
     from utils.table_specs import classify
 
     for stem, (name, _, table) in ROWS.items():
-        if stem in NO_ROW_YET:
-            assert "--row" not in (SCRIPTS / f"{stem}.sh").read_text(), f"{stem}: remove it from NO_ROW_YET"
-            continue
         row = row_id(stem)
         assert classify(row, name)[0] == table and row_of_run_name(name) == row, stem
         assert "--row" not in trainer_flags(stem), stem
-
-
-def table_of(stem: str) -> str:
-    return "other" if stem in NO_ROW_YET else ROWS[stem][2]
 
 
 def test_every_row_trains_and_evaluates(runs):
@@ -227,7 +217,7 @@ def test_every_row_trains_and_evaluates(runs):
         m = read_metrics(out / name / "export_eval" / "metrics.json")
         assert m["source"]["family"] == family, stem
         config = json.loads((out / name / "config.json").read_text())
-        assert config["row"] == (None if stem in NO_ROW_YET else row_id(stem)), stem   # the trainer stored --row
+        assert config["row"] == row_id(stem), stem   # the trainer stored --row
         if family == "cyclegan":  # every held-out image of each domain (≤ --num-samples) translated to the other
             xy, yx = m["translate"]["xy"], m["translate"]["yx"]
             assert m["samples"]["n"] == xy["n_translated"] + yx["n_translated"] and xy["n_translated"] >= 8, stem
@@ -266,7 +256,7 @@ def test_compare_builds_every_table(runs, env):
                                 cwd=ROOT, env=env, capture_output=True, text=True, timeout=300), "compare.py")
     expected: dict[str, set] = {}
     for stem, (name, _, _) in ROWS.items():
-        expected.setdefault(table_of(stem), set()).add(name)
+        expected.setdefault(ROWS[stem][2], set()).add(name)
     for table, names in expected.items():
         with open(res / f"{table}.csv") as f:
             rows = list(csv.DictReader(f))
