@@ -54,7 +54,7 @@ def cache_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def shared_cache(tmp_path_factory) -> Path:
     """One preprocessing cache for the runs of tests/runs.py (the synthetic set is built once per session); the
-    reference runs use it, so tests/test_safety.py can check what they wrote there."""
+    reference runs use it, so tests/test_safe_loading.py can check what they wrote there."""
     path = tmp_path_factory.getbasetemp() / "facegen-cache-reliability"
     path.mkdir(exist_ok=True)
     return path

@@ -114,7 +114,7 @@ class References:
     """Uninterrupted runs of each family config (started on demand, shared by the tests of the session).
 
     They run in a sandbox: working directory ``sandbox/cwd``, HOME ``sandbox/home``, TMPDIR ``sandbox/tmp``, so that
-    tests/test_safety.py can check that nothing is written outside the run directory (and the data cache).
+    tests/test_safe_loading.py can check that nothing is written outside the run directory (and the data cache).
     """
 
     def __init__(self, root: Path, cache_dir: Path):

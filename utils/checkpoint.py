@@ -16,7 +16,7 @@ Nothing here unpickles untrusted code: Accelerate loads its files with ``weights
 allow-list of numpy types for the RNG states) and our own state is safetensors + JSON.  Accelerate
 swallows a failure to restore the RNG states; ``Checkpointer.resume`` checks that they were restored.
 
-Test hook (used by tests/test_reliability.py, harmless otherwise): ``FACEGEN_TEST_SAVE_PAUSE=<seconds>``
+Test hook (used by tests/test_resume.py, harmless otherwise): ``FACEGEN_TEST_SAVE_PAUSE=<seconds>``
 sleeps inside every save after the model/optimizer/EMA files are in the temporary directory and before
 ``train_state.json`` is written, so a test can kill the process in the middle of a save.
 """

@@ -4,7 +4,7 @@ Every bad input ends in a converted image, a counted skip, or a one-line error â
 written earlier (a finished run directory, an evaluation folder, an aligned folder) is byte-for-byte unchanged.
 The data-level corpus (read_image_rgb) and export rejections are unit-tested in tests/test_data.py and
 tests/test_export.py (a directory as an export, missing files), tests/test_evaluate.py (missing/garbage
-checkpoints) and tests/test_safety.py (an unknown family); here the same kinds of files go through the scripts.  Flag ranges of the common flags are checked
+checkpoints) and tests/test_safe_loading.py (an unknown family); here the same kinds of files go through the scripts.  Flag ranges of the common flags are checked
 in-process (argparse is the first thing each ``main`` does), one flag per script through a real process.
 """
 from __future__ import annotations
