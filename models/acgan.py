@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from models.gan import GANConfig, GANConfigError, build_critic, build_generator
+from models.layers import check_config_keys
 
 EMBEDS = ("concat", "multiply")
 
@@ -55,9 +56,7 @@ class ACGANConfig(GANConfig):
 
     @classmethod
     def from_dict(cls, d: dict) -> "ACGANConfig":
-        unknown = sorted(set(d) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ACGANConfigError(f"unknown ACGAN config keys {unknown}")
+        check_config_keys(cls, d, ACGANConfigError, "ACGAN")
         return super().from_dict({**d, "class_names": list(d.get("class_names", cls().class_names))})
 
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from models.gan import DCGANCritic, GANConfig
-from models.layers import dcgan_init_, norm_layer, up_conv
+from models.layers import check_config_keys, dcgan_init_, norm_layer, up_conv
 from models.patchgan import PatchDiscriminator
 
 DISCRIMINATORS = ("patch", "dc")
@@ -135,10 +135,7 @@ class CycleGAN(nn.Module):
 
 
 def build_from_config(model_config: dict) -> CycleGAN:
-    known = set(CycleGANConfig.__dataclass_fields__)
-    unknown = sorted(set(model_config) - known)
-    if unknown:
-        raise ValueError(f"unknown CycleGAN config keys {unknown}; this code knows {sorted(known)}")
+    check_config_keys(CycleGANConfig, model_config, ValueError, "CycleGAN")
     return CycleGAN(CycleGANConfig(**model_config))
 
 

@@ -17,11 +17,13 @@ import json
 import math
 import os
 import shutil
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from models.layers import check_config_keys
 
 BETA_SCHEDULES = {"linear": "linear", "cosine": "squaredcos_cap_v2"}  # our flag value -> diffusers' name
 PREDICTION_TYPES = ("epsilon", "v_prediction")
@@ -119,10 +121,7 @@ class DiffusionConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "DiffusionConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise DiffusionConfigError(f"unknown DDPM config keys: {', '.join(unknown)}")
+        check_config_keys(cls, d, DiffusionConfigError, "DDPM")
         return cls(**d)
 
     def to_dict(self) -> dict:

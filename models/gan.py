@@ -19,12 +19,13 @@ The generator is the exported root module (``build_from_config`` rebuilds it); i
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from models.layers import NORMS, UPSAMPLE_MODES, SelfAttention, apply_spectral_norm, dcgan_init_, norm_layer, up_conv
+from models.layers import (NORMS, UPSAMPLE_MODES, SelfAttention, apply_spectral_norm, check_config_keys, dcgan_init_,
+                           norm_layer, up_conv)
 from models.stylegan import STYLE_MODES, STYLE_UPSAMPLE, StyleGANGenerator
 
 G_NORMS = ("batch", "group", "none")
@@ -76,10 +77,7 @@ class GANConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "GANConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise GANConfigError(f"unknown GAN config keys {unknown}; this code knows {sorted(known)}")
+        check_config_keys(cls, d, GANConfigError, "GAN")
         cfg = cls(**d)
         cfg.attn_res = [int(a) for a in cfg.attn_res]
         return cfg.validate()

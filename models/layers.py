@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import fields
 
 import torch
 from torch import nn
@@ -110,3 +111,12 @@ def dcgan_init_(module: nn.Module, std: float = 0.02) -> nn.Module:
             nn.init.normal_(m.weight, 1.0, std)
             nn.init.zeros_(m.bias)
     return module
+
+
+def check_config_keys(config_cls, d: dict, error: type[Exception], what: str) -> None:
+    """An export's model config may only name fields this code knows: a newer or foreign file fails loudly
+    instead of building a silently different model."""
+    known = {f.name for f in fields(config_cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise error(f"unknown {what} config keys: {', '.join(unknown)} (this code knows: {', '.join(sorted(known))})")

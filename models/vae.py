@@ -12,12 +12,12 @@ Loss conventions live in ``train_vae.py``; ``kl_divergence`` here returns nats p
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
-from models.layers import norm_layer, up_conv
+from models.layers import check_config_keys, norm_layer, up_conv
 
 NORMS = ("batch", "group", "none")
 # LDM's DiagonalGaussianDistribution clamps log σ² to this range so exp() cannot overflow (fp16 included).
@@ -176,10 +176,7 @@ class VAE(nn.Module):
 
 
 def build_from_config(model_config: dict) -> VAE:
-    known = {f.name for f in fields(VAEConfig)}
-    unknown = set(model_config) - known
-    if unknown:
-        raise VAEConfigError(f"unknown VAE config keys {sorted(unknown)}; known: {sorted(known)}")
+    check_config_keys(VAEConfig, model_config, VAEConfigError, "VAE")
     return VAE(VAEConfig(**model_config))
 
 
