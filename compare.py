@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interp-steps", type=positive_int, default=8,
                    help="images per interpolation path, endpoints included (≥ 2)")
     p.add_argument("--failure-k", type=positive_int, default=8, help="failure-mode samples shown per model")
+    p.add_argument("--failure-tables", type=str, default="all",
+                   help="comma-separated tables whose rows get the failures figure (plan 5B: 'phase5', the finalists; "
+                        "it re-samples and re-scores --failure-samples images per row); default all")
     p.add_argument("--failure-samples", type=positive_int, default=500,
                    help="generated samples searched for failures: the first N of the evaluated set (same seed)")
     p.add_argument("--feature-extractor", type=str, default="auto", choices=["auto", "inception", "tiny"],
@@ -490,7 +493,9 @@ def row_figures(row: Row, args, fig_dir: Path, extractors: Extractors, device) -
     from utils.export import ExportError, load_export
     from utils.feature_nets import MetricsError
 
-    wanted = [k for k in args.figures if k != "curves"]
+    failure_tables = args.failure_tables.split(",")
+    wanted = [k for k in args.figures if k != "curves"
+              and (k != "failures" or "all" in failure_tables or row.table in failure_tables)]
     if not wanted:
         return []
     if row.is_floor:

@@ -369,3 +369,12 @@ def test_biased_fid_footnote_and_new_metric_columns(runs, tmp_path):
     compare.main([str(fine), "--out", str(tmp_path / "fine"), "--figures", "none"])
     md = (tmp_path / "fine" / "phase5.md").read_text()
     assert "ᵇ" not in md and "Density" not in md
+
+
+def test_failure_figures_only_for_the_tables_asked(runs, tmp_path):
+    """--failure-tables phase3: the VAE row gets its failures figure, the GAN and DDPM rows (other tables) do not."""
+    out = tmp_path / "res"
+    compare.main([str(runs / "runs"), "--out", str(out), "--figures", "failures", "--failure-tables", "phase3",
+                  "--failure-k", "2", "--failure-samples", "6"])
+    made = {name for name in RUN_NAMES.values() if (out / "figures" / name / "failures.png").exists()}
+    assert made == {RUN_NAMES["vae"]}

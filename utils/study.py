@@ -173,7 +173,7 @@ def publish(s: Settings, rows: list[StudyRow], env: dict) -> None:
         shutil.copy2(floor, s.results / "rows" / floor.parent.name / "metrics.json")
     notes = Path(os.environ.get("NOTES", s.results / "notes.json"))
     cmd = [sys.executable, "compare.py", str(s.out), "--out", str(s.results), "--figures",
-           "grid,progression,interp,curves", "--feature-extractor", s.features]
+           "grid,progression,interp,failures,curves", "--failure-tables", "phase5", "--feature-extractor", s.features]
     cmd += ["--notes", str(notes)] if notes.exists() else []
     cmd += ["--readme", s.readme] if s.readme != "none" else []
     if subprocess.run(cmd, cwd=ROOT, env=env).returncode:
