@@ -25,6 +25,9 @@ Objective, per batch:  L = L_rec + λ_perc·L_vgg + λ_adv·L_adv + β·KL / D
   ``--adv-ramp N`` multiplies it by min(1, (step − disc_start)/N), a pure function of the step.  Logged as
   ``adv_w``: the weight actually multiplying L_adv.  ``--disc-sn`` spectral-normalises the discriminator.
 
+The flags (``--help``) and their checks live in utils/vae_flags.py; the nets and the update in
+utils/vae_training.py; the latent plot in utils/vae_latent_plot.py.
+
 Outputs in the run directory: samples/ (prior samples from fixed noise), recon/ (input | reconstruction
 on held-out images), interpolation.png, latent_<method>.png, stats.jsonl (train and eval records; an
 eval record, written with every sample grid, by default each epoch, holds the held-out reconstruction
@@ -33,122 +36,27 @@ MSE and KL), loss.png, kl.png, heldout_mse.png, heldout_kl.png, and export.safet
 """
 from __future__ import annotations
 
-import argparse
-import json
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from models.losses import LOSSES
-from models.patchgan import PATCHGAN_NORMS, min_resolution
-from models.perceptual import ENV_WEIGHTS, INITS, NORMALIZE, resolve_weights_path
-from models.vae import NORMS, VAE
-from utils.argtypes import Every, nonneg_float, positive_float, positive_int
-from utils.augment import PRESETS, build_augment
+from models.vae import VAE
+from utils.augment import build_augment
 from utils.data import face_data_from_args, to_float
 from utils.export import save_export
 from utils.fid_hook import TrainingFID
 from utils.images import save_grid
-from utils.run import add_common_args, config_of, setup_run, train_batches
+from utils.run import config_of, setup_run, train_batches
 from utils.tracking import RunningMeans, plot_curves
 from utils.trainer_setup import open_loop, prepare_models
-from utils.vae_training import (RECON_LOSSES, HeldoutEval, adv_ramp, build_nets, make_optimizers, model_config,
-                                vae_update)
-
-DISC_LOSSES = ("hinge", "bce", "lsgan")
-ADV_WEIGHTS = ("adaptive", "fixed")
-# The synthetic faces have no 'Male'; the renderer marks 'short_hair' as its stand-in (utils/synthetic.py).
-SYNTHETIC_STAND_INS = {"Male": "short_hair"}
+from utils.vae_flags import parse_args
+from utils.vae_latent_plot import heldout_labels, latent_plot
+from utils.vae_training import HeldoutEval, adv_ramp, build_nets, make_optimizers, model_config, vae_update
 
 
-# ------------------------------------------------------------------------------------------- flags
-
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_common_args(p)
-    g = p.add_argument_group("model")
-    g.add_argument("--latent-dim", type=positive_int, default=256, help="latent size (plan 3.1: 256)")
-    g.add_argument("--base-channels", type=positive_int, default=64, help="first encoder level's channels")
-    g.add_argument("--max-channels", type=positive_int, default=512, help="cap on the per-level doubling")
-    g.add_argument("--norm", type=str, default="batch", choices=NORMS, help="normalisation in encoder/decoder")
-    g = p.add_argument_group("objective  L = L_rec + λ_perc·L_vgg + λ_adv·L_adv + β·KL/D")
-    g.add_argument("--recon", type=str, default="mse", choices=sorted(RECON_LOSSES), help="reconstruction loss")
-    g.add_argument("--beta", type=nonneg_float, default=1.0,
-                   help="KL weight β (1 = the plain ELBO under this normalisation; plan 3.3: 1e-4)")
-    g.add_argument("--lambda-perc", type=nonneg_float, default=0.0, help="VGG perceptual weight (plan 3.2/3.3: 0.1)")
-    g.add_argument("--lambda-adv", type=nonneg_float, default=0.0, help="PatchGAN adversarial weight (plan 3.3: 0.1)")
-    g.add_argument("--adv-weight", type=str, default="adaptive", choices=ADV_WEIGHTS,
-                   help="'adaptive': λ_adv times VQGAN's ‖∇L_rec‖/(‖∇L_adv‖+1e-4) at the decoder's last conv "
-                        "(Esser et al. 2021, eq. 7); 'fixed': λ_adv alone (collapsed row 3.3 at 32² CelebA)")
-    g.add_argument("--adv-ramp", type=Every, default=Every("0"),
-                   help="steps (or epochs, e.g. '2ep') over which the adversarial weight rises linearly from 0 to "
-                        "full once the discriminator starts; 0 = full at once")
-    g.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate of the VAE (plan: 1e-3)")
-    g.add_argument("--adam-beta1", type=float, default=0.9, help="Adam β1 of the VAE")
-    g.add_argument("--adam-beta2", type=float, default=0.999, help="Adam β2 of the VAE")
-    g.add_argument("--aug", type=str, default="flip", choices=PRESETS,
-                   help="augmentation preset (plan 1C: flip only for the VAE)")
-    g = p.add_argument_group("perceptual loss (VGG-16)")
-    g.add_argument("--vgg-weights", type=str, default=None,
-                   help=f"local torchvision-named VGG-16 state dict (.safetensors/.pth); default ${ENV_WEIGHTS}, "
-                        "else torchvision's ImageNet download")
-    g.add_argument("--vgg-init", type=str, default="imagenet", choices=INITS,
-                   help="'random' is for tests only (recorded in the run config)")
-    g.add_argument("--perc-norm", type=str, default="unit", choices=NORMALIZE,
-                   help="'unit': LPIPS-style channel-normalised features; 'none': raw feature MSE")
-    g = p.add_argument_group("PatchGAN discriminator")
-    g.add_argument("--disc-loss", type=str, default="hinge", choices=DISC_LOSSES, help="GAN objective")
-    g.add_argument("--disc-start", type=Every, default=Every("0"),
-                   help="step (or epochs, e.g. '10ep') before which the discriminator is off")
-    g.add_argument("--disc-lr", type=positive_float, default=2e-4, help="discriminator Adam learning rate")
-    g.add_argument("--disc-ndf", type=positive_int, default=64, help="discriminator base width")
-    g.add_argument("--disc-layers", type=positive_int, default=3,
-                   help="stride-2 layers (3 → 70×70 patches; needs ≥ 24 px inputs)")
-    g.add_argument("--disc-norm", type=str, default="batch", choices=PATCHGAN_NORMS,
-                   help="discriminator norm (pix2pix/VQGAN: batch; with --disc-sn usually none)")
-    g.add_argument("--disc-sn", action="store_true",
-                   help="spectral norm on every discriminator conv (Miyato et al. 2018): a Lipschitz bound on how "
-                        "hard D can push the decoder.  Note: at init the BatchNorm PatchGAN's gradient w.r.t. its "
-                        "input is ~70x that of the same net without BN (32², ndf 64), so pair it with --disc-norm none")
-    g = p.add_argument_group("evaluation outputs")
-    g.add_argument("--eval-images", type=int, default=0,
-                   help="held-out images for the reconstruction MSE / KL computed with each sample grid (0 = all)")
-    g.add_argument("--latent-plot", type=str, default="tsne", choices=["tsne", "pca", "none"],
-                   help="2-D embedding of held-out posterior means, drawn at the end (docs/plan.md, s003)")
-    g.add_argument("--latent-points", type=positive_int, default=2000, help="held-out images in the latent plot")
-    g.add_argument("--attr-file", type=str, default=None,
-                   help="CelebA-style list_attr_celeba.txt colouring the latent plot (synthetic data: built in)")
-    g.add_argument("--attr", type=str, default="Male", help="attribute that colours the latent plot")
-    args = p.parse_args(argv)
-    validate_args(p, args)
-    return args
-
-
-def validate_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if args.eval_images < 0:
-        p.error(f"--eval-images must be ≥ 0 (0 = all held-out images), got {args.eval_images}")
-    if args.grad_accum != 1:
-        p.error("train_vae.py does not support --grad-accum; lower --batch-size per process instead")
-    adv_only = [f for f, on in (("--adv-ramp", args.adv_ramp.value > 0), ("--disc-sn", args.disc_sn)) if on]
-    if adv_only and args.lambda_adv == 0:
-        verb = "needs" if len(adv_only) == 1 else "need"
-        p.error(f"{' and '.join(adv_only)} {verb} a discriminator: pass --lambda-adv > 0")
-    if args.lambda_adv > 0 and args.resolution < min_resolution(args.disc_layers):
-        p.error(f"--disc-layers {args.disc_layers} needs --resolution ≥ {min_resolution(args.disc_layers)}; "
-                f"use fewer layers at {args.resolution} px")
-    if args.lambda_perc > 0 and args.vgg_init == "imagenet":
-        # Record the file actually used (flag, else environment) in the run config.
-        args.vgg_weights = resolve_weights_path(args.vgg_weights)
-        if args.vgg_weights and not Path(args.vgg_weights).is_file():
-            p.error(f"VGG weights file not found: {args.vgg_weights}")
-    if args.attr_file:
-        names = attribute_names(args.attr_file, p.error)
-        if args.attr not in names:
-            p.error(f"attribute {args.attr!r} is not in {args.attr_file} (has e.g. {', '.join(names[:5])})")
-
+# ------------------------------------------------------------------------------------------- run name
 
 def run_tag(args) -> str:
     tag = args.recon + ("-perc" if args.lambda_perc > 0 else "") + ("-patchgan" if args.lambda_adv > 0 else "")
@@ -173,126 +81,6 @@ def interpolation_grid(model: VAE, images: torch.Tensor, path: Path, steps: int 
     frames = model.interpolate(a[:n], b[:n], steps)
     rows = torch.cat([a[:n, None], frames, b[:n, None]], dim=1)
     save_grid(rows.flatten(0, 1), path, nrow=steps + 2)
-
-
-# ------------------------------------------------------------------------------------------- latent plot
-
-def attribute_names(path: str, fail=None) -> list[str]:
-    """Attribute names from line 2 of a CelebA list_attr file."""
-    try:
-        with open(path) as f:
-            f.readline()
-            names = f.readline().split()
-    except OSError as e:
-        (fail or _exit)(f"cannot read attribute file {path}: {e.strerror}")
-    if not names:
-        (fail or _exit)(f"{path} is not a CelebA attribute file (line 2 should list attribute names)")
-    return names
-
-
-def _exit(msg: str):
-    raise SystemExit(f"error: {msg}")
-
-
-def read_attribute(path: str, attr: str) -> dict[str, bool]:
-    """{image file name: attribute is +1} from a CelebA list_attr file (line 1 count, line 2 names, rows
-    ``filename v1 v2 …`` with ±1).  Malformed rows are skipped."""
-    col = attribute_names(path).index(attr)
-    out = {}
-    with open(path) as f:
-        f.readline(), f.readline()
-        for line in f:
-            parts = line.split()
-            if len(parts) > col + 1 and parts[col + 1] in ("1", "-1"):
-                out[Path(parts[0]).name] = parts[col + 1] == "1"
-    return out
-
-
-def match_attribute(table: dict[str, bool], names: list[str]) -> list[tuple[int, bool]]:
-    """(position, label) for held-out names found in the table.  Names are relative paths; they match by
-    file name, or by stem because align_faces.py writes b.jpg as b.png (and b.jpg as b.jpg.png on a clash)."""
-    by_stem = {Path(k).stem: v for k, v in table.items()}
-    found = []
-    for i, n in enumerate(names):
-        base = Path(n).name
-        for key, lookup in ((base, table), (Path(base).stem, table), (Path(base).stem, by_stem)):
-            if key in lookup:
-                found.append((i, lookup[key]))
-                break
-    return found
-
-
-def heldout_labels(args, data, say) -> tuple[np.ndarray, np.ndarray, str] | None:
-    """(held-out indices with a known label, boolean labels, attribute name), or None with a message."""
-    try:
-        names = json.loads(Path(data.info["manifest_path"]).read_text())["heldout"]
-    except (KeyError, OSError, ValueError):
-        say("latent plot skipped: no split manifest with held-out names")
-        return None
-    if len(names) != len(data.heldout):
-        say("latent plot skipped: the split manifest does not match the held-out images")
-        return None
-    attr = args.attr
-    if args.attr_file:
-        found = match_attribute(read_attribute(args.attr_file, attr), names)
-        say(f"latent plot: {len(found)} of {len(names)} held-out images have a row in {args.attr_file}")
-    elif all(n.startswith("synthetic/") for n in names):
-        try:
-            from utils.synthetic import face_attributes
-            from utils.synthetic_params import ATTRIBUTE_NAMES
-        except ImportError:
-            say("latent plot skipped: utils.synthetic has no face_attributes")
-            return None
-        if attr not in ATTRIBUTE_NAMES and SYNTHETIC_STAND_INS.get(attr) in ATTRIBUTE_NAMES:
-            say(f"latent plot: synthetic faces have no {attr!r}; using its stand-in {SYNTHETIC_STAND_INS[attr]!r}")
-            attr = SYNTHETIC_STAND_INS[attr]
-        if attr not in ATTRIBUTE_NAMES:
-            say(f"latent plot skipped: synthetic faces have no attribute {attr!r} ({', '.join(ATTRIBUTE_NAMES)})")
-            return None
-        seed, idx = int(names[0].split("/")[1]), [int(n.rsplit("/", 1)[1]) for n in names]
-        found = list(enumerate(face_attributes(idx, seed)[attr].astype(bool)))
-    else:
-        say("latent plot skipped: pass --attr-file list_attr_celeba.txt to colour it")
-        return None
-    if len(found) < 2:
-        say("latent plot skipped: fewer than 2 held-out images have a label")
-        return None
-    idx, labels = map(np.array, zip(*found))
-    return idx, labels.astype(bool), attr
-
-
-@torch.no_grad()
-def latent_plot(model: VAE, data, labels, method: str, max_points: int, seed: int, path: Path) -> None:
-    """2-D t-SNE or PCA of held-out posterior means, coloured by a binary attribute (docs/plan.md, s003)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    idx, lab, attr = labels
-    keep = np.random.default_rng(seed).permutation(len(idx))[:max_points]
-    idx, lab = idx[keep], lab[keep]
-    mus = [model.encode(to_float(data.heldout[torch.as_tensor(c)].to(model.device)))[0].float().cpu()
-           for c in np.array_split(idx, max(1, len(idx) // 256))]
-    mu = torch.cat(mus).numpy()
-    if method == "tsne":
-        from sklearn.manifold import TSNE
-        tsne = TSNE(n_components=2, init="pca", perplexity=min(30.0, (len(mu) - 1) / 3), random_state=seed)
-        xy = tsne.fit_transform(mu)
-    else:  # PCA: projection on the two leading right-singular vectors of the centred means
-        centred = mu - mu.mean(0)
-        xy = centred @ np.linalg.svd(centred, full_matrices=False)[2][:2].T
-    fig, ax = plt.subplots(figsize=(6, 6))
-    for value, colour in ((False, "tab:orange"), (True, "tab:blue")):
-        m = lab == value
-        ax.scatter(xy[m, 0], xy[m, 1], s=4, alpha=0.6, c=colour, label=f"{attr} ({m.sum()})" if value
-                   else f"not {attr} ({m.sum()})")
-    ax.set_title(f"VAE posterior means, {method.upper()} of {len(mu)} held-out images")
-    ax.legend(markerscale=3)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
 
 
 # ------------------------------------------------------------------------------------------- main

@@ -4,10 +4,10 @@
     python bench/train_throughput.py --family gan --preset 2.1 --device cpu     # CPU: 32², batch 16, widths / 4
     python bench/train_throughput.py --family gan --preset 2.1 --device cpu --size full --batch-size 16  # full widths
 
-Both loops train the SAME networks (built by the trainers' own builders from the preset's flags, same seed) with
-the SAME loss functions (imported from utils/<family>_training.py and models/, as the trainers do; not
-re-implemented).  They differ only in how
-the step is driven:
+Both loops train the SAME networks (built by the trainers' own builders from the preset's flags, resolved by the
+trainers' own parsers in utils/<family>_flags.py; same seed) with the SAME loss functions (imported from
+utils/<family>_training.py and models/, as the trainers do; not re-implemented).  They differ only in how the step is
+driven:
 
 * textbook: a torch DataLoader over a folder of JPEGs (written from the uint8 cache before timing) decoded with
   PIL every step, RandomHorizontalFlip/ToTensor/Normalize, ``--workers`` processes (2, as a typical user sets),
@@ -174,7 +174,7 @@ def default_name(args) -> str:
 def trainer_flags(args) -> list[str]:
     """The preset's flags with the bench's size applied (resolution, batch, widths, precision)."""
     flags = list(PRESETS[args.family][args.preset])
-    defaults = vars(trainer_module(args.family).parse_args([]))
+    defaults = vars(trainer_parse_args(args.family)([]))
     for name in WIDTH_FLAGS[args.family]:
         if name not in flags:  # the row keeps the trainer's default width
             flags += [name, str(defaults[name[2:].replace("-", "_")])]
@@ -192,17 +192,21 @@ def trainer_flags(args) -> list[str]:
 
 
 def trainer_args(args):
-    module = trainer_module(args.family)
-    targs = module.parse_args(trainer_flags(args))
+    targs = trainer_parse_args(args.family)(trainer_flags(args))
     targs.channels_last, targs.optimizer_impl, targs.compile = args.channels_last, args.optimizer_impl, args.compile
     return targs
 
 
-def trainer_module(family: str):
-    """The trainer, for its flag parser only: a preset resolves exactly as the row script does (per-loss defaults,
-    flag checks).  Everything the bench builds and runs comes from the library modules the trainer imports."""
-    import importlib
-    return importlib.import_module({"gan": "train_gan", "vae": "train_vae", "ddpm": "train_ddpm"}[family])
+def trainer_parse_args(family: str):
+    """The trainer's own flag parser (utils/<family>_flags.py), so that a preset resolves exactly as the row script
+    does (per-loss defaults, flag checks).  Imported per family: the DDPM's pulls in diffusers."""
+    if family == "gan":
+        from utils.gan_flags import parse_args
+    elif family == "vae":
+        from utils.vae_flags import parse_args
+    else:
+        from utils.ddpm_flags import parse_args
+    return parse_args
 
 
 # ------------------------------------------------------------------------------------------------ models

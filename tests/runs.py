@@ -1,13 +1,15 @@
 """Tiny trainer runs as subprocesses, shared by the reliability, multi-process, safety and bad-input tests.
 
 ``FAMILIES`` holds one tiny config per family (CPU, 16 px, batch 4, ``STEPS`` steps, a checkpoint every step);
-``Proc`` runs a command with its output in files; ``References`` holds the uninterrupted runs the tests compare
-against (the ``references`` fixture of tests/conftest.py).
+``Proc`` runs a command with its output in files; ``run_script`` runs an entry point's command line in this process
+(where a test monkeypatches library code); ``References`` holds the uninterrupted runs the tests compare against (the
+``references`` fixture of tests/conftest.py).
 """
 from __future__ import annotations
 
 import json
 import os
+import runpy
 import subprocess
 import sys
 import time
@@ -96,6 +98,17 @@ class Proc:
                 self.p.kill()
                 pytest.fail(f"timed out waiting for {what}")
             time.sleep(0.02)
+
+
+def run_script(script: str, argv: list[str]) -> None:
+    """``python SCRIPT ARGV...`` in this process, so that a test can monkeypatch the library code it runs: the script
+    runs as ``__main__``, as from the command line; nothing imports it."""
+    saved = sys.argv
+    sys.argv = [str(ROOT / script), *argv]
+    try:
+        runpy.run_path(str(ROOT / script), run_name="__main__")
+    finally:
+        sys.argv = saved
 
 
 def latest_step(run_dir: Path) -> int:

@@ -16,7 +16,6 @@ import pytest
 import torch
 from PIL import Image
 
-import train_gan as T
 from models.acgan import ACGANConfig, ACGANDiscriminator, ACGANGenerator
 from models.layers import SelfAttention
 from models.losses import gradient_penalty
@@ -25,6 +24,7 @@ from utils.class_eval import class_grid, evaluate_acgan
 from utils.data import Batches
 from utils.data_sources import DataError
 from utils.export import load_export
+from utils.gan_flags import parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
 N_IMAGES = 40
@@ -130,13 +130,13 @@ def test_evaluate_acgan_per_class_fid_and_accuracy(labelled_folder, cache_dir):
 
 def test_flag_errors():
     with pytest.raises(SystemExit) as e:
-        T.parse_args(["--cond-attr", "Smiling", "--attr-file", "x.txt"])   # synthetic faces carry their own attributes
+        parse_args(["--cond-attr", "Smiling", "--attr-file", "x.txt"])   # synthetic faces carry their own attributes
     assert e.value.code == 2
     with pytest.raises(SystemExit):
-        T.parse_args(["--cond-attr", "Smiling", "--loss", "wgan-gp", "--d-norm", "batch"])
+        parse_args(["--cond-attr", "Smiling", "--loss", "wgan-gp", "--d-norm", "batch"])
     for argv in (["--aux-weight", "2"], ["--attr-file", "x.txt"], ["--cond-attr", "Smiling", "--combined", "raw"]):
         with pytest.raises(SystemExit) as e:                               # conditional flags need --cond-attr
-            T.parse_args(argv)
+            parse_args(argv)
         assert e.value.code == 2
 
 

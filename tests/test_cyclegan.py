@@ -12,10 +12,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from models.cyclegan import (CycleGAN, CycleGANConfig, Generator, ImagePool, build_discriminator, cycle_loss,
-                             discriminator_loss, generator_losses, identity_loss)
-import train_cyclegan
+from models.cyclegan import (CycleGAN, CycleGANConfig, Generator, ImagePool, build_discriminator, config_dict,
+                             cycle_loss, discriminator_loss, generator_losses, identity_loss)
+from tests.runs import run_script
 from utils.attributes import load_domains, read_attribute_file
+from utils.cyclegan_flags import parse_args
 from utils.data_sources import DataError
 from utils.export import load_export, save_export
 
@@ -90,10 +91,10 @@ def test_cycle_weight_zero_removes_the_term():
 
 
 def test_cli_cycle_weight_zero_and_identity_default():
-    args = train_cyclegan.parse_args(["--cycle-weight", "0"])
+    args = parse_args(["--cycle-weight", "0"])
     assert args.cycle_weight == 0 and args.identity_weight == 0
-    assert train_cyclegan.parse_args([]).identity_weight == 5.0
-    assert train_cyclegan.parse_args(["--identity-weight", "0"]).identity_weight == 0
+    assert parse_args([]).identity_weight == 5.0
+    assert parse_args(["--identity-weight", "0"]).identity_weight == 0
 
 
 def test_discriminator_loss_lsgan_targets():
@@ -164,7 +165,7 @@ def test_shapes_at_32(disc, shape):
 def test_export_round_trip(tmp_path):
     cfg = CycleGANConfig(resolution=16, gen_width=4, gen_blocks=1)
     model = CycleGAN(cfg).eval()
-    path = save_export(tmp_path / "c.safetensors", "cyclegan", model, train_cyclegan.config_dict(cfg), {}, step=3)
+    path = save_export(tmp_path / "c.safetensors", "cyclegan", model, config_dict(cfg), {}, step=3)
     ex = load_export(path, family="cyclegan")
     x = torch.rand(2, 3, 16, 16) * 2 - 1
     assert ex.model.resolution == 16
@@ -200,8 +201,8 @@ def test_attribute_split_of_a_folder(tmp_path, cache_dir, fmt):
     signs = {f"{i:06d}.png": (1 if i % 3 == 0 else -1) for i in range(1, 13)}
     folder = _attr_folder(tmp_path, signs, fmt)
     attr_file = str(tmp_path / f"attr.{fmt}")
-    args = train_cyclegan.parse_args(["--data", str(folder), "--attr", "Smiling", "--attr-file", attr_file,
-                                      "--resolution", "16", "--cache-dir", str(cache_dir)])
+    args = parse_args(["--data", str(folder), "--attr", "Smiling", "--attr-file", attr_file, "--resolution", "16",
+                       "--cache-dir", str(cache_dir)])
     dx, dy = load_domains(args)
     assert len(dx.train) + len(dx.heldout) == 8 and len(dy.train) + len(dy.heldout) == 4
     for d, value in ((dx, 30), (dy, 220)):
@@ -215,15 +216,14 @@ def test_attribute_split_of_a_folder(tmp_path, cache_dir, fmt):
 def test_attribute_split_of_synthetic_faces(cache_dir):
     from utils.synthetic import face_attributes
 
-    args = train_cyclegan.parse_args(["--synthetic-size", "24", "--n-real", "6", "--resolution", "16",
-                                      "--cache-dir", str(cache_dir)])
+    args = parse_args(["--synthetic-size", "24", "--n-real", "6", "--resolution", "16", "--cache-dir", str(cache_dir)])
     assert (args.data, args.attr) == ("synthetic", "Smiling")
     dx, dy = load_domains(args)
     smiling = int(face_attributes(range(24), seed=0)["Smiling"].sum())
     assert len(dy.train) + len(dy.heldout) == smiling and len(dx.train) + len(dx.heldout) == 24 - smiling
     assert len(dx.heldout) + len(dy.heldout) == 6
-    bad = train_cyclegan.parse_args(["--attr", "Wavy_Hair", "--synthetic-size", "24", "--resolution", "16",
-                                     "--cache-dir", str(cache_dir)])
+    bad = parse_args(["--attr", "Wavy_Hair", "--synthetic-size", "24", "--resolution", "16",
+                      "--cache-dir", str(cache_dir)])
     with pytest.raises(DataError, match="no attribute"):
         load_domains(bad)
 
@@ -239,8 +239,8 @@ def test_attribute_split_of_shared_celeba(tmp_path, cache_dir):
     for f in files:
         (folder / f.name).write_bytes(f.read_bytes())
     truth = read_attribute_file(attr_file, "Smiling")
-    args = train_cyclegan.parse_args(["--data", str(folder), "--attr-file", str(attr_file), "--resolution", "16",
-                                      "--cache-dir", str(cache_dir)])
+    args = parse_args(["--data", str(folder), "--attr-file", str(attr_file), "--resolution", "16",
+                       "--cache-dir", str(cache_dir)])
     dx, dy = load_domains(args)
     n_smiling = sum(truth[f.name] > 0 for f in files)
     assert len(dy.train) + len(dy.heldout) == n_smiling and len(dx.train) + len(dx.heldout) == 16 - n_smiling
@@ -251,7 +251,7 @@ def test_attribute_split_of_shared_celeba(tmp_path, cache_dir):
                                   ["--disc", "global"], ["--grad-accum", "2"]])
 def test_cli_rejects_bad_combinations(argv, capsys):
     with pytest.raises(SystemExit) as e:
-        train_cyclegan.parse_args(argv)
+        parse_args(argv)
     assert e.value.code == 2
     assert "error:" in capsys.readouterr().err.strip().splitlines()[-1]
 
@@ -279,7 +279,7 @@ def _main_in_process(argv, cache_dir, monkeypatch):
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}  # main() installs its own
     assert torch.get_num_threads() == 1  # (fixture one_thread) as in the launched runs: bitwise comparable
     try:
-        train_cyclegan.main(argv)
+        run_script("train_cyclegan.py", argv)
     finally:
         for s, h in handlers.items():
             signal.signal(s, h)

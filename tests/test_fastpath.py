@@ -195,8 +195,8 @@ def test_bench_presets_are_the_row_scripts(family, preset):
     from utils.row_scripts import row_script, trainer_flags
 
     assert B.PRESETS[family][preset] == trainer_flags(row_script(family, preset))
-    args = vars(B.trainer_module(family).parse_args(B.PRESETS[family][preset] + ["--vgg-init", "random"]
-                                                     if family == "vae" else B.PRESETS[family][preset]))
+    args = vars(B.trainer_parse_args(family)(B.PRESETS[family][preset] + ["--vgg-init", "random"]
+                                             if family == "vae" else B.PRESETS[family][preset]))
     assert args["data"] == "synthetic" and args["name"] is None     # place flags are the bench's own
 
 

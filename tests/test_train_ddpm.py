@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import train_ddpm
-from utils import ddpm_training
+from utils import ddpm_flags, ddpm_training
 from utils.export import load_export
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,14 +91,14 @@ def check_run(run_dir: Path, *, resolution: int, schedule: str, prediction: str,
 ])
 def test_bad_flags_exit_2_with_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
-        train_ddpm.parse_args(argv)
+        ddpm_flags.parse_args(argv)
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert message in err[-1] and "Traceback" not in "".join(err)
 
 
 def test_defaults_are_the_plans():
-    a = train_ddpm.parse_args([])
+    a = ddpm_flags.parse_args([])
     cfg = ddpm_training.model_config(a)
     assert (a.lr, a.sample_steps, a.ema_decay, a.batch_size) == (2e-4, 100, 0.9999, 64)
     assert (cfg.base_channels, cfg.num_train_timesteps, cfg.beta_schedule, cfg.prediction_type) == \
@@ -108,7 +107,7 @@ def test_defaults_are_the_plans():
 
 
 def test_warmup_and_quartile_bookkeeping():
-    a = train_ddpm.parse_args(["--warmup-steps", "4", "--lr", "1e-3"])
+    a = ddpm_flags.parse_args(["--warmup-steps", "4", "--lr", "1e-3"])
     assert [ddpm_training.lr_at(s, a) for s in (0, 1, 3, 10)] == pytest.approx([2.5e-4, 5e-4, 1e-3, 1e-3])
 
     class OneProcess:

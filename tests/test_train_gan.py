@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import train_gan
+from tests.runs import run_script
+from utils import gan_flags
 from utils.export import load_export
-from utils.gan_training import critic_iters, model_config
+from utils.gan_training import critic_iters, lr_at, model_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,39 +92,39 @@ def check_run(run_dir: Path, resolution: int, metric: str) -> None:
 ])
 def test_bad_flags_exit_2_with_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
-        train_gan.parse_args(argv)
+        gan_flags.parse_args(argv)
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert message in err[-1] and "Traceback" not in "".join(err)
 
 
 def test_defaults_follow_the_loss():
-    a = train_gan.parse_args([])
+    a = gan_flags.parse_args([])
     assert (a.optimizer, a.lr_g, a.lr_d, a.beta1, a.beta2, a.n_critic, a.d_norm) == ("adam", 2e-4, 2e-4, 0.5, 0.999, 1, "batch")
-    a = train_gan.parse_args(["--loss", "wgan-gp"])
+    a = gan_flags.parse_args(["--loss", "wgan-gp"])
     assert (a.lr_g, a.lr_d, a.beta1, a.beta2, a.n_critic, a.d_norm) == (1e-4, 1e-4, 0.0, 0.9, 2, "instance")
-    assert train_gan.parse_args(["--loss", "wgan-gp", "--sn"]).d_norm == "none"
-    a = train_gan.parse_args(["--loss", "wgan-clip", "--lr-d", "1e-4"])
+    assert gan_flags.parse_args(["--loss", "wgan-gp", "--sn"]).d_norm == "none"
+    a = gan_flags.parse_args(["--loss", "wgan-clip", "--lr-d", "1e-4"])
     assert (a.optimizer, a.lr_g, a.lr_d, a.clip, a.n_critic) == ("rmsprop", 5e-5, 1e-4, 0.01, 5)
-    cfg = model_config(train_gan.parse_args(["--attn", "--resolution", "128"]))
+    cfg = model_config(gan_flags.parse_args(["--attn", "--resolution", "128"]))
     assert cfg.attn_res == [16, 32]
-    assert model_config(train_gan.parse_args(["--attn", "--resolution", "16"])).attn_res == []
+    assert model_config(gan_flags.parse_args(["--attn", "--resolution", "16"])).attn_res == []
     # --attn-res names the sizes itself (as train_ddpm.py's); --attn is its shorthand for the rule above
-    assert model_config(train_gan.parse_args(["--attn-res", "16,8", "--resolution", "64"])).attn_res == [8, 16]
-    assert model_config(train_gan.parse_args([])).attn_res == []
+    assert model_config(gan_flags.parse_args(["--attn-res", "16,8", "--resolution", "64"])).attn_res == [8, 16]
+    assert model_config(gan_flags.parse_args([])).attn_res == []
 
 
 def test_schedules():
-    a = train_gan.parse_args(["--loss", "wgan-clip", "--n-critic-schedule", "wgan"])
+    a = gan_flags.parse_args(["--loss", "wgan-clip", "--n-critic-schedule", "wgan"])
     iters = {s: critic_iters(a, s) for s in (0, 49, 50, 498, 499, 500, 998, 999)}
     assert iters == {0: 20, 49: 20, 50: 5, 498: 5, 499: 20, 500: 5, 998: 5, 999: 20}
-    a = train_gan.parse_args(["--lr-schedule", "step", "--lr-gamma", "0.5", "--lr-min", "3e-5"])
-    lr = [train_gan.lr_at(2e-4, s, a, period=10, total=100) for s in (0, 9, 10, 25, 100)]
+    a = gan_flags.parse_args(["--lr-schedule", "step", "--lr-gamma", "0.5", "--lr-min", "3e-5"])
+    lr = [lr_at(2e-4, s, a, period=10, total=100) for s in (0, 9, 10, 25, 100)]
     assert lr == pytest.approx([2e-4, 2e-4, 1e-4, 5e-5, 3e-5])
-    a = train_gan.parse_args(["--lr-schedule", "exp", "--lr-gamma", "0.5"])
-    assert train_gan.lr_at(1.0, 15, a, period=10, total=100) == pytest.approx(0.5 ** 1.5)
-    a = train_gan.parse_args(["--lr-schedule", "cosine", "--lr-min", "0.1"])
-    assert [train_gan.lr_at(1.0, s, a, period=10, total=100) for s in (0, 50, 100)] == pytest.approx([1.0, 0.55, 0.1])
+    a = gan_flags.parse_args(["--lr-schedule", "exp", "--lr-gamma", "0.5"])
+    assert lr_at(1.0, 15, a, period=10, total=100) == pytest.approx(0.5 ** 1.5)
+    a = gan_flags.parse_args(["--lr-schedule", "cosine", "--lr-min", "0.1"])
+    assert [lr_at(1.0, s, a, period=10, total=100) for s in (0, 50, 100)] == pytest.approx([1.0, 0.55, 0.1])
 
 
 def script_argv(path: Path) -> list[str]:
@@ -157,10 +158,10 @@ def test_row_scripts_parse_with_the_plan_settings():
     for stem, expected in PLAN_ROWS.items():
         text = scripts[stem].read_text()
         assert text.startswith("#!/usr/bin/env bash") and "set -euo pipefail" in text and '"$@"' in text
-        args = train_gan.parse_args(script_argv(scripts[stem]))
+        args = gan_flags.parse_args(script_argv(scripts[stem]))
         assert {k: getattr(args, k) for k in expected} == expected, stem
         assert f"python evaluate.py --ckpt \"${{OUT:-runs}}/{args.name}/export.safetensors\"" in text
-    cfg = model_config(train_gan.parse_args(script_argv(scripts["gan_2.4_128px"])))
+    cfg = model_config(gan_flags.parse_args(script_argv(scripts["gan_2.4_128px"])))
     assert cfg.attn_res == [16, 32]
 
 
@@ -275,7 +276,7 @@ def test_logged_losses_are_means_over_the_log_period(cache_dir, tmp_path, monkey
     for flag, value in (("--max-steps", "4"), ("--log-every", "2"), ("--sample-every", "4"), ("--save-every", "4")):
         args[args.index(flag) + 1] = value
     try:
-        train_gan.main(args + ["--loss", "wgan-gp", "--n-critic", "2", "--out", str(tmp_path), "--name", "means"])
+        run_script("train_gan.py", args + ["--loss", "wgan-gp", "--n-critic", "2", "--out", str(tmp_path), "--name", "means"])
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)
     steps, current = [], []

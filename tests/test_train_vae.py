@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-import train_vae
-from utils import vae_training
+from utils import vae_flags, vae_training
 from utils.export import load_export
+from utils.vae_latent_plot import latent_plot, match_attribute, read_attribute
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--synthetic-size", "64", "--n-real", "16", "--batch-size", "4", "--fid-every", "0", "--sample-every", "2",
@@ -184,7 +184,7 @@ def test_two_processes_with_discriminator(tmp_path, env):
 ])
 def test_bad_flags_exit_2_with_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
-        train_vae.parse_args(argv)
+        vae_flags.parse_args(argv)
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert message in err[-1]
@@ -194,25 +194,25 @@ def test_attribute_file_is_checked_before_training(tmp_path, capsys):
     attr = tmp_path / "attrs.txt"
     attr.write_text("2\nSmiling Young\n000001.jpg 1 -1\n000002.jpg -1 1\n")
     with pytest.raises(SystemExit):
-        train_vae.parse_args(["--attr-file", str(attr), "--attr", "Male"])
+        vae_flags.parse_args(["--attr-file", str(attr), "--attr", "Male"])
     assert "attribute 'Male' is not in" in capsys.readouterr().err
-    args = train_vae.parse_args(["--attr-file", str(attr), "--attr", "Young"])
-    assert train_vae.read_attribute(args.attr_file, "Young") == {"000001.jpg": False, "000002.jpg": True}
+    args = vae_flags.parse_args(["--attr-file", str(attr), "--attr", "Young"])
+    assert read_attribute(args.attr_file, "Young") == {"000001.jpg": False, "000002.jpg": True}
 
 
 def test_vgg_weights_fall_back_to_environment_and_are_recorded(monkeypatch, tmp_path):
     f = tmp_path / "vgg.safetensors"
     f.write_bytes(b"x")
     monkeypatch.setenv("FACEGEN_VGG_WEIGHTS", str(f))
-    assert train_vae.parse_args(["--lambda-perc", "0.1"]).vgg_weights == str(f)
-    assert train_vae.parse_args(["--lambda-perc", "0.1", "--vgg-init", "random"]).vgg_weights is None
-    assert train_vae.parse_args([]).vgg_weights is None  # no perceptual term: not needed, not recorded
+    assert vae_flags.parse_args(["--lambda-perc", "0.1"]).vgg_weights == str(f)
+    assert vae_flags.parse_args(["--lambda-perc", "0.1", "--vgg-init", "random"]).vgg_weights is None
+    assert vae_flags.parse_args([]).vgg_weights is None  # no perceptual term: not needed, not recorded
 
 
 def test_heldout_names_match_attribute_rows_by_file_name_or_stem():
     table = {"000001.jpg": True, "000002.jpg": False, "000003.jpg": True}
     names = ["a/000001.png", "b/000002.jpg.png", "000003.jpg", "missing.png"]
-    assert train_vae.match_attribute(table, names) == [(0, True), (1, False), (2, True)]
+    assert match_attribute(table, names) == [(0, True), (1, False), (2, True)]
 
 
 @pytest.mark.parametrize("method", ["tsne", "pca"])
@@ -224,7 +224,7 @@ def test_latent_plot_draws_both_embeddings(tmp_path, method):
     labels = (np.arange(24), np.arange(24) % 2 == 0, "Male")
     model = VAE(VAEConfig(resolution=16, latent_dim=8, base_channels=8)).eval()
     out = tmp_path / f"latent_{method}.png"
-    train_vae.latent_plot(model, data, labels, method, max_points=20, seed=0, path=out)
+    latent_plot(model, data, labels, method, max_points=20, seed=0, path=out)
     from PIL import Image
     assert Image.open(out).size == (600, 600)
 
@@ -240,7 +240,7 @@ def test_finite_loss_with_non_finite_gradients_skips_the_update(poison):
     from models.vae import VAE, VAEConfig
 
     torch.manual_seed(0)
-    args = train_vae.parse_args(["--resolution", "16", "--disc-layers", "2", "--lambda-adv", "0.1"])
+    args = vae_flags.parse_args(["--resolution", "16", "--disc-layers", "2", "--lambda-adv", "0.1"])
     acc = Accelerator(cpu=True)
     vae, disc = VAE(VAEConfig(resolution=16, latent_dim=8, base_channels=8)), PatchDiscriminator(ndf=8, n_layers=2)
     opt, opt_d = torch.optim.Adam(vae.parameters()), torch.optim.Adam(disc.parameters())

@@ -8,11 +8,10 @@ import types
 import pytest
 import torch
 
-import train_vae
 from models.losses import LOSSES
 from models.patchgan import PatchDiscriminator
 from models.vae import VAE, VAEConfig
-from utils import vae_training
+from utils import vae_flags, vae_training
 
 HINGE = LOSSES["hinge"]
 
@@ -26,7 +25,7 @@ def tiny(resolution=16, seed=0):
 
 
 def args_for(*extra):
-    return train_vae.parse_args(["--resolution", "16", "--disc-layers", "2", "--lambda-adv", "0.1", *extra])
+    return vae_flags.parse_args(["--resolution", "16", "--disc-layers", "2", "--lambda-adv", "0.1", *extra])
 
 
 # ------------------------------------------------------------------------------------------- adaptive weight
@@ -121,7 +120,7 @@ def test_ramp_is_linear_from_the_discriminator_start():
 ])
 def test_bad_adversarial_flags_exit_2(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
-        train_vae.parse_args(argv)
+        vae_flags.parse_args(argv)
     assert e.value.code == 2 and message in capsys.readouterr().err.strip().splitlines()[-1]
 
 
@@ -136,7 +135,7 @@ def test_disc_sn_builds_a_spectral_norm_discriminator():
     assert not any(is_parametrized(m, "weight") for m in convs(plain))
     assert len(convs(sn)) == 4 and all(is_parametrized(m, "weight") for m in convs(sn))
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in sn.modules())
-    assert vae_training.build_discriminator(train_vae.parse_args([])) is None
+    assert vae_training.build_discriminator(vae_flags.parse_args([])) is None
 
 
 # ------------------------------------------------------------------------------------------- the collapse
@@ -169,7 +168,7 @@ def test_adaptive_weight_prevents_the_collapse_in_miniature():
         vae = VAE(VAEConfig(resolution=32, latent_dim=32, base_channels=8))
         opt = torch.optim.Adam(vae.parameters(), 1e-3)
         order = torch.Generator().manual_seed(0)
-        pre = train_vae.parse_args(base)
+        pre = vae_flags.parse_args(base)
         for _ in range(100):
             vae_training.vae_update(acc, vae, opt, None, None, None, None, faces[torch.randperm(32, generator=order)[:8]],
                                  pre)
@@ -184,7 +183,7 @@ def test_adaptive_weight_prevents_the_collapse_in_miniature():
             o.load_state_dict(copy.deepcopy(opt.state_dict()))  # load_state_dict alone would share Adam's moments
             d = PatchDiscriminator(3, 16, 2)
             od = torch.optim.Adam(d.parameters(), 2e-4, betas=vae_training.DISC_BETAS)
-            a = train_vae.parse_args([*base, "--lambda-adv", str(lam), "--adv-weight", mode])
+            a = vae_flags.parse_args([*base, "--lambda-adv", str(lam), "--adv-weight", mode])
             order = torch.Generator().manual_seed(2)
             for _ in range(30):
                 x = faces[torch.randperm(32, generator=order)[:8]]

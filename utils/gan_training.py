@@ -1,12 +1,14 @@
-"""GAN training (train_gan.py): the data and the exported architecture from the flags, the initial nets, the critic
-schedule, the updates of a step, and the sample grids.  bench/train_throughput.py and bench/gan_learning_check.py time
-and check this same code.
+"""GAN training (train_gan.py; its flags: utils/gan_flags.py): the data and the exported architecture from the flags,
+the initial nets, the critic and learning-rate schedules, the updates of a step, and the sample grids.
+bench/train_throughput.py and bench/gan_learning_check.py time and check this same code.
 
 Class conditioning (``--cond-attr``, ACGAN, Odena et al. 2017) is an option of the same code: labelled batches, a
 generator that takes (z, class), a critic with an auxiliary class head, and the class cross-entropy added to both
 losses (``cond_aux_terms``).  ``num_classes == 0`` everywhere below means unconditional.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -44,7 +46,7 @@ def training_data(args):
 
 def model_config(args, class_names: list[str] | None = None) -> GANConfig:
     """The exported architecture: a GANConfig, or with --cond-attr an ACGANConfig (the same fields plus classes).
-    args.attn_res is resolved by train_gan.py (--attn = models.gan.default_attn_res)."""
+    args.attn_res is resolved by utils/gan_flags.py (--attn = models.gan.default_attn_res)."""
     common = dict(arch=args.arch, resolution=args.resolution, latent_dim=args.latent_dim, ngf=args.ngf, ndf=args.ndf,
                   g_norm=args.g_norm, d_norm=args.d_norm, upsample=args.upsample, attn_res=list(args.attn_res),
                   spectral_norm=args.sn, style_mode=args.style_mode, mapping_layers=args.mapping_layers,
@@ -89,6 +91,18 @@ def critic_iters(args, step: int) -> int:
     if args.n_critic_schedule == "wgan" and (step < WGAN_WARMUP_STEPS or (step + 1) % WGAN_BURST_PERIOD == 0):
         return WGAN_BURST_ITERS
     return args.n_critic
+
+
+def lr_at(base: float, step: int, args, period: int, total: int) -> float:
+    """Learning rate at a generator step (--lr-schedule): a pure function of the step, so resuming needs no scheduler
+    state."""
+    if args.lr_schedule == "none":
+        return base
+    floor = min(args.lr_min, base)
+    if args.lr_schedule == "cosine":
+        return floor + (base - floor) * 0.5 * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))
+    exponent = step // period if args.lr_schedule == "step" else step / period
+    return max(base * args.lr_gamma ** exponent, floor)
 
 
 def split_batch(batch) -> tuple[torch.Tensor, torch.Tensor | None]:
