@@ -22,16 +22,14 @@ import torch
 
 from models.ddpm import DiffusionConfig, DiffusionModel, export_diffusers, train_scheduler
 from utils.augment import build_augment
-from utils.data import face_data_from_args
 from utils.ddpm_flags import parse_args
 from utils.ddpm_training import QuartileLoss, ddpm_update, lr_at, model_config, quartile_keys
 from utils import fastpath
 from utils.export import atomic_write_json, save_export
-from utils.fid_hook import TrainingFID
 from utils.images import save_grid
-from utils.run import config_of, setup_run, train_batches
+from utils.run import config_of, train_batches
 from utils.tracking import plot_curves
-from utils.trainer_setup import open_loop, prepare_models
+from utils.trainer_setup import open_loop, prepare_models, start_run
 
 
 # ------------------------------------------------------------------------------------------------ run name
@@ -62,11 +60,8 @@ def write_export(path, model: DiffusionModel, cfg: DiffusionConfig, args, loop, 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    run = setup_run(args, "ddpm", run_tag(args))
+    run, data, fid = start_run(args, "ddpm", run_tag(args))
     acc = run.accelerator
-    data = face_data_from_args(args)
-    run.print(data.summary())
-    fid = TrainingFID(run, data)
 
     cfg = model_config(args)
     # Same initial weights on every process and for any process count: build under a fixed seed.

@@ -44,13 +44,12 @@ import torch
 from models.losses import LOSSES
 from models.vae import VAE
 from utils.augment import build_augment
-from utils.data import face_data_from_args, to_float
+from utils.data import to_float
 from utils.export import save_export
-from utils.fid_hook import TrainingFID
 from utils.images import save_grid
-from utils.run import config_of, setup_run, train_batches
+from utils.run import config_of, train_batches
 from utils.tracking import RunningMeans, plot_curves
-from utils.trainer_setup import open_loop, prepare_models
+from utils.trainer_setup import open_loop, prepare_models, start_run
 from utils.vae_flags import parse_args
 from utils.vae_latent_plot import heldout_labels, latent_plot
 from utils.vae_training import HeldoutEval, adv_ramp, build_nets, make_optimizers, model_config, vae_update
@@ -87,11 +86,8 @@ def interpolation_grid(model: VAE, images: torch.Tensor, path: Path, steps: int 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    run = setup_run(args, "vae", run_tag(args))
+    run, data, fid = start_run(args, "vae", run_tag(args))
     acc = run.accelerator
-    data = face_data_from_args(args)
-    run.print(data.summary())
-    fid = TrainingFID(run, data)
     labels = heldout_labels(args, data, run.print) if args.latent_plot != "none" else None
 
     cfg = model_config(args)

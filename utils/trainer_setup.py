@@ -1,5 +1,7 @@
-"""The one setup sequence of every trainer: how its models are prepared, and how its loop and stats log open.
+"""The one setup sequence of every trainer: how its run starts, how its models are prepared, and how its loop and
+stats log open.
 
+    run, data, fid = start_run(args, "vae", run_tag(args))
     ema, (G, D, opt_g, opt_d) = prepare_models(acc, args, G, [G, D, opt_g, opt_d])
     loop, log, extra = open_loop(run, batches, {"ema": ema})
 
@@ -21,9 +23,21 @@ from torch import nn
 
 from utils import fastpath
 from utils.checkpoint import Checkpointer
+from utils.data import face_data_from_args
 from utils.ema import EMA
+from utils.fid_hook import TrainingFID
 from utils.loop import Loop
+from utils.run import setup_run
 from utils.tracking import StatsLog
+
+
+def start_run(args, family: str, tag: str):
+    """The run (directory, accelerator, logging), the training and held-out data with its summary printed, and the
+    training-time FID hook on that held-out split: every single-domain trainer begins with these."""
+    run = setup_run(args, family, tag)
+    data = face_data_from_args(args)
+    run.print(data.summary())
+    return run, data, TrainingFID(run, data)
 
 
 def prepare_models(acc, args, ema_of: nn.Module, objects: Sequence, *, standing: Callable | None = None,
