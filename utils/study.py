@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     if mode not in ("--run", "--plan", "--calibrate") or len(argv) > 1:
         raise SystemExit("usage: scripts/mini_study.sh [--plan | --calibrate]")
     s = Settings.from_env()
-    raw = os.environ.get("RAW") or ("../shared/data" if (ROOT.parent / "shared" / "data").is_dir() else "")
+    raw = os.environ.get("RAW", "")
     if not raw or not Path(raw).is_dir():
         raise SystemExit("error: set RAW to a folder of face photos (the study aligns them once into ALIGNED)")
     aligned = Path(os.environ.get("ALIGNED") or s.out / "aligned")
