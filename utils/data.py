@@ -251,12 +251,15 @@ class Batches:
         return idx
 
     def next_uint8(self) -> torch.Tensor:
-        return self.images[self._next_indices()].to(self.device, non_blocking=True)
+        return self._take(self.images, self._next_indices())
+
+    def _take(self, tensor: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return tensor[idx].to(self.device, non_blocking=True)
 
     def next(self) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Next local batch as float in [-1, 1] on the device; with ``labels``, the pair (images, their labels)."""
         idx = self._next_indices()
-        x = to_float(self.images[idx].to(self.device, non_blocking=True))
+        x = to_float(self._take(self.images, idx))
         if self._nan_at or self._oom_at:
             position = self.epoch * self.steps_per_epoch + self.index - 1
             if position in self._nan_at:
@@ -264,7 +267,7 @@ class Batches:
             if position in self._oom_at:
                 raise torch.cuda.OutOfMemoryError(f"CUDA out of memory. Tried to allocate 2.00 GiB "
                                                   f"(injected by FACEGEN_INJECT_OOM_AT at batch {position})")
-        return x if self.labels is None else (x, self.labels[idx].to(self.device, non_blocking=True))
+        return x if self.labels is None else (x, self._take(self.labels, idx))
 
     def state_dict(self) -> dict:
         # "world" is informational: the stream of global batches does not depend on the process count.
