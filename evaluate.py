@@ -59,7 +59,7 @@ from utils.metric_math import FD_METHODS, inception_score, lpips_diversity
 from utils.metrics_schema import (FID_MODE, METRIC_NAMES, METRICS_SCHEMA_VERSION, OPTIONAL_METRIC_NAMES,
                                   MetricsFileError, not_computed, write_metrics)
 from utils.reference_stats import load_reference_statistics, reference_key, save_reference_statistics
-from utils.run import oom_message
+from utils.run import close_process_group, oom_message
 
 # pr = precision + recall (Kynkäänniemi et al. 2019), dc = density + coverage (Naeem et al. 2020), both on the P/R
 # features; fd_dinov2 = Fréchet distance in DINOv2 ViT-L/14 space (Stein et al. 2023; opt-in: a 300M-parameter
@@ -745,12 +745,17 @@ def main(argv: list[str] | None = None) -> dict | None:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
+    done = False
     try:
-        return run(args)
+        result = run(args)
+        done = True
+        return result
     except (MetricsError, MetricsFileError, ExportError) as e:
         raise SystemExit(f"error: {e}") from None
     except torch.cuda.OutOfMemoryError as e:
         raise SystemExit(oom_message(e, f"lower --batch-size (now {args.batch_size})")) from None
+    finally:
+        close_process_group(wait=done)
 
 
 if __name__ == "__main__":

@@ -164,6 +164,8 @@ def main(argv=None):
         run.print(json.dumps({"run_dir": str(run.dir), "step": loop.step, "epoch": loop.epoch,
                               "train_seconds": round(loop.train_seconds, 1),
                               "export": str(run.path("export.safetensors"))}))
+    acc.end_training()
+
 
 if __name__ == "__main__":
     main()

@@ -253,6 +253,22 @@ def ensure_cpu_distributed() -> None:
         os.environ.setdefault("ACCELERATE_USE_CPU", "true")
 
 
+def close_process_group(*, wait: bool) -> None:
+    """Leave the torch.distributed group (if any) while the interpreter is still alive.
+
+    Gloo's worker threads can still hold the tensors of finished collectives when a process exits; freeing them
+    during interpreter finalisation aborts it (SIGABRT: seen once in CI on evaluate.py's rank 1, which returns
+    while rank 0 writes the results; pytorch/pytorch#179291). ``wait`` first lets every process reach this point:
+    only on the success path, since after an error a peer may never arrive.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        if wait:
+            dist.barrier()
+        dist.destroy_process_group()
+
+
 def _trackers():
     try:
         import tensorboard  # noqa: F401
