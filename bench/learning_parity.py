@@ -3,6 +3,7 @@
     python bench/learning_parity.py --family gan --data faces/aligned --seeds 0 1
     python bench/learning_parity.py --family vae --data faces/aligned
     python bench/learning_parity.py --family ddpm --data faces/aligned --steps 3000 --sample-steps 50
+    python bench/learning_parity.py --family wgan-gp --data faces/aligned --steps 1200 --n-critic 2
 
 For each seed it trains, on the same training images (the project's hashed split of ``--data``, held-out
 images excluded), at the same resolution, batch size and number of steps:
@@ -14,6 +15,10 @@ images excluded), at the same resolution, batch size and number of steps:
               ConvTranspose generator / conv discriminator with BatchNorm, DCGAN init, BCELoss, Adam 2e-4 β1 0.5,
               fp32), one up/down block fewer at 32 px, samples from the live generator in train mode, as the
               example draws its grids;
+      * wgan-gp: Gulrajani et al. 2017's DCGAN-architecture loop (improved_wgan_training, gan_64x64.py): the same
+              generator, the critic without BatchNorm or Sigmoid and with layer norm (their choice for a WGAN-GP
+              critic), E[D(fake)] − E[D(real)] + 10·GP, ``--n-critic`` critic updates per generator step each on
+              its own real batch, Adam 1e-4 β (0.5, 0.9);
       * vae:  a textbook VAE loop (the PyTorch examples VAE, as in docs/plan.md s003: summed squared error + KL, Adam
               1e-3) on the same nets (models/vae.py), samples decoded from the prior by the live model;
       * ddpm: the diffusers train_unconditional.py loop (UNet2DModel of the same config, DDPMScheduler.add_noise,
@@ -50,7 +55,7 @@ from utils.features import generate_and_extract  # noqa: E402
 from utils.fid_evaluator import FIDEvaluator  # noqa: E402
 from utils.images import save_grid  # noqa: E402
 
-DEFAULT_STEPS = {"gan": 1500, "vae": 1500, "ddpm": 3000}
+DEFAULT_STEPS = {"gan": 1500, "vae": 1500, "ddpm": 3000, "wgan-gp": 1200}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -65,6 +70,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds")
     p.add_argument("--n-real", type=int, default=2048, help="held-out images (the FID reference; never trained on)")
     p.add_argument("--samples", type=int, default=2048, help="generated images per score")
+    p.add_argument("--n-critic", type=int, default=5, help="critic updates per generator step (wgan-gp; the paper's 5)")
     p.add_argument("--sample-steps", type=int, default=50, help="DDIM steps of both DDPMs (eta 0)")
     p.add_argument("--layers-per-block", type=int, default=2, help="UNet residual blocks per level (ddpm)")
     p.add_argument("--attn-res", default="8,16", help="UNet feature-map sizes with self-attention (ddpm)")
@@ -140,16 +146,19 @@ class RefGenerator(nn.Module):
 
 
 class RefDiscriminator(nn.Module):
-    """examples/dcgan Discriminator: conv 4×4 s2 + (BatchNorm) + LeakyReLU(0.2) down to 4×4, conv → Sigmoid."""
+    """examples/dcgan Discriminator: conv 4×4 s2 + (BatchNorm) + LeakyReLU(0.2) down to 4×4, conv → Sigmoid.
+    ``critic=True`` is Gulrajani et al.'s WGAN-GP critic of the same shape: layer norm for BatchNorm (GroupNorm
+    with one group: per-sample statistics over C×H×W, per-channel scale and offset), no Sigmoid."""
 
-    def __init__(self, ndf: int, resolution: int):
+    def __init__(self, ndf: int, resolution: int, critic: bool = False):
         super().__init__()
         n = int(np.log2(resolution)) - 2
         layers, c = [nn.Conv2d(3, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True)], ndf
         for _ in range(n - 1):
-            layers += [nn.Conv2d(c, c * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(c * 2), nn.LeakyReLU(0.2, inplace=True)]
+            norm = nn.GroupNorm(1, c * 2) if critic else nn.BatchNorm2d(c * 2)
+            layers += [nn.Conv2d(c, c * 2, 4, 2, 1, bias=False), norm, nn.LeakyReLU(0.2, inplace=True)]
             c *= 2
-        layers += [nn.Conv2d(c, 1, 4, 1, 0, bias=False), nn.Sigmoid()]
+        layers += [nn.Conv2d(c, 1, 4, 1, 0, bias=False)] + ([] if critic else [nn.Sigmoid()])
         self.main = nn.Sequential(*layers)
 
     def forward(self, x):
@@ -207,6 +216,50 @@ def reference_gan(a, folder: Path, seed: int, ckpt: Path):
         torch.save({"netG": netG.state_dict(), "train_seconds": time.perf_counter() - t0, "steps": a.steps}, ckpt)
 
     def sample(num, g):  # train-mode BatchNorm, as the example draws netG(fixed_noise)
+        netG.train()
+        with torch.no_grad():
+            return netG(torch.randn(num, nz, 1, 1, generator=g))
+    return sample
+
+
+def reference_wgan_gp(a, folder: Path, seed: int, ckpt: Path):
+    """Gulrajani et al.'s training loop on the DCGAN nets (critic with layer norm); returns sample_fn(num, generator).
+    Sampling as the DCGAN reference (live generator, train-mode BatchNorm)."""
+    nz = 100
+    torch.manual_seed(seed)
+    netG, netD = RefGenerator(nz, a.width, a.resolution), RefDiscriminator(a.width, a.resolution, critic=True)
+    netG.apply(weights_init), netD.apply(weights_init)
+    if ckpt.exists():
+        netG.load_state_dict(torch.load(ckpt, weights_only=True)["netG"])
+    else:
+        optD = torch.optim.Adam(netD.parameters(), lr=1e-4, betas=(0.5, 0.9))
+        optG = torch.optim.Adam(netG.parameters(), lr=1e-4, betas=(0.5, 0.9))
+        data = batches_forever(image_loader(a, folder, seed))
+        t0 = time.perf_counter()
+        for step in range(a.steps):
+            for _ in range(a.n_critic):
+                real = next(data)
+                b = real.size(0)
+                with torch.no_grad():
+                    fake = netG(torch.randn(b, nz, 1, 1))
+                w_dist = netD(real).mean() - netD(fake).mean()
+                eps = torch.rand(b, 1, 1, 1)
+                x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
+                grad, = torch.autograd.grad(netD(x_hat).sum(), x_hat, create_graph=True)
+                gp = 10.0 * ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
+                optD.zero_grad()
+                (gp - w_dist).backward()
+                optD.step()
+            optG.zero_grad()
+            errG = -netD(netG(torch.randn(a.batch_size, nz, 1, 1))).mean()
+            errG.backward()
+            optG.step()
+            if step % 100 == 0:
+                print(f"[ref wgan-gp s{seed}] {step}/{a.steps} W {w_dist.item():.3f} GP {gp.item():.3f} "
+                      f"Loss_G {errG.item():.3f}", flush=True)
+        torch.save({"netG": netG.state_dict(), "train_seconds": time.perf_counter() - t0, "steps": a.steps}, ckpt)
+
+    def sample(num, g):
         netG.train()
         with torch.no_grad():
             return netG(torch.randn(num, nz, 1, 1, generator=g))
@@ -324,6 +377,11 @@ def trainer_argv(a, seed: int, name: str) -> list[str]:
     if a.family == "gan":   # plan 2.1 DCGAN losses and optimiser at the reference's widths
         return ["train_gan.py", *common, "--loss", "bce", "--ngf", str(a.width), "--ndf", str(a.width),
                 "--latent-dim", "100"]
+    if a.family == "wgan-gp":   # the reference's critic, loss and optimiser through our flags
+        return ["train_gan.py", *common, "--loss", "wgan-gp", "--gp-lambda", "10", "--n-critic", str(a.n_critic),
+                "--optimizer", "adam", "--lr-g", "1e-4", "--lr-d", "1e-4", "--beta1", "0.5", "--beta2", "0.9",
+                "--g-norm", "batch", "--d-norm", "layer", "--upsample", "transposed", "--ngf", str(a.width),
+                "--ndf", str(a.width), "--latent-dim", "100"]
     if a.family == "vae":   # plain ELBO (β = 1 under our per-pixel normalisation), Adam 1e-3
         return ["train_vae.py", *common, "--base-channels", str(a.width), "--beta", "1", "--lr", "1e-3",
                 "--latent-plot", "none", "--eval-images", "512"]
@@ -401,7 +459,7 @@ def main(argv=None) -> None:
     rows = []
     for seed in a.seeds:
         export_path = train_ours(a, seed)
-        ex = load_export(export_path, family=a.family)
+        ex = load_export(export_path, family="gan" if a.family == "wgan-gp" else a.family)
         kw = {"steps": a.sample_steps, "eta": 0.0} if a.family == "ddpm" else {}
         ours = score(a, ev, f"{a.family}-s{seed}-ours", lambda n, g: ex.model.sample(n, generator=g, **kw),
                      grids / f"{a.family}_s{seed}_ours.png")
@@ -414,6 +472,8 @@ def main(argv=None) -> None:
         ckpt = Path(a.work) / f"ref-{a.family}-s{seed}.pt"
         if a.family == "gan":
             ref_fn = reference_gan(a, folder, seed, ckpt)
+        elif a.family == "wgan-gp":
+            ref_fn = reference_wgan_gp(a, folder, seed, ckpt)
         elif a.family == "vae":
             ref_fn = reference_vae(a, folder, seed, ckpt)
         else:

@@ -9,12 +9,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_gan_parity_at_toy_size(tmp_path):
+@pytest.mark.parametrize("family", ["gan", "wgan-gp"])
+def test_gan_parity_at_toy_size(tmp_path, family):
     faces = tmp_path / "faces"
     faces.mkdir()
     rng = np.random.default_rng(0)
@@ -23,10 +25,10 @@ def test_gan_parity_at_toy_size(tmp_path):
         Image.fromarray(img).resize((24, 24), Image.BILINEAR).save(faces / f"{i:03d}.png")
     out = tmp_path / "parity.json"
     env = {**os.environ, "FACEGEN_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, str(ROOT / "bench" / "learning_parity.py"), "--family", "gan", "--data", str(faces),
+    cmd = [sys.executable, str(ROOT / "bench" / "learning_parity.py"), "--family", family, "--data", str(faces),
            "--resolution", "16", "--steps", "4", "--batch-size", "8", "--width", "8", "--n-real", "16",
            "--samples", "16", "--extractor", "tiny", "--work", str(tmp_path / "work"), "--out", str(out),
-           "--grids", str(tmp_path / "grids")]
+           "--grids", str(tmp_path / "grids"), "--n-critic", "2"]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())
@@ -38,9 +40,13 @@ def test_gan_parity_at_toy_size(tmp_path):
     linked = {p.resolve().name for p in tree.iterdir()}
     assert len(linked) == 32 and not linked & held
     (row,) = result["seeds"]
-    for which in ("ours", "reference", "ours_copied_bn_stats"):
+    for which in ("ours", "reference") + (("ours_copied_bn_stats",) if family == "gan" else ()):
         assert np.isfinite(row[which]["fid"]) and row[which]["samples"] == 16
     assert row["ours"]["steps"] == 4 and row["reference"]["steps"] == 4
-    assert row["ours"]["fid"] != row["ours_copied_bn_stats"]["fid"]   # recomputed statistics change the samples
-    assert (tmp_path / "grids" / "gan_s0_reference.png").is_file()
+    if family == "gan":
+        assert row["ours"]["fid"] != row["ours_copied_bn_stats"]["fid"]   # recomputed statistics change the samples
+    assert (tmp_path / "grids" / f"{family}_s0_reference.png").is_file()
     assert result["ours_command"].startswith("python train_gan.py")
+    if family == "wgan-gp":   # the same objective, critic and optimiser on both sides
+        assert "--loss wgan-gp" in result["ours_command"] and "--d-norm layer" in result["ours_command"]
+        assert "--n-critic 2" in result["ours_command"] and "--beta1 0.5" in result["ours_command"]
