@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.test_scripts import check, photo_folder
-from utils.study_rows import ABLATION_STEPS, ROWS, Settings, row_flags
+from utils.study_rows import (ABLATION_STEPS, ROWS, ROWS_BY_SCRIPT, Settings, recipe_of, row_done, row_flags,
+                              train_command)
 
 ROOT = Path(__file__).resolve().parents[1]
 MINI_ROWS = "phase1_1B_full gan_2.1_dcgan"
@@ -70,7 +71,6 @@ def test_every_phase_row_is_in_the_study_once():
     ("ddpm_4.1_linear-eps", {"attn_res": [4, 8], "beta_schedule": "linear", "fid_sample_steps": 12}),
     ("gan_2.4_128px", {"ngf": 32, "ndf": 32, "resolution": 64, "sn": True, "attn": True, "loss": "wgan-gp"}),
     ("vae_3.3_patchgan", {"base_channels": 32, "disc_start": "40", "adv_weight": "adaptive", "lambda_adv": 0.1}),
-    ("phase5_gan", {"max_steps": 2400, "resolution": 32, "ngf": 32}),
 ])
 def test_row_flags_override_only_scale_budget_and_schedules(script, expect, env):
     """The row script's own method flags survive; the study's appended flags win where they overlap."""
@@ -83,8 +83,54 @@ def test_row_flags_override_only_scale_budget_and_schedules(script, expect, env)
 def test_plan_prints_every_row_and_its_command(env):
     proc = check(study(env, "--plan", ROWS=""), "mini_study.sh --plan")
     for r in ROWS:
-        assert f"bash scripts/{r.script}.sh " in proc.stdout, r.script
+        line = (f"{r.script}: the best of {', '.join(r.candidates)}" if r.candidates
+                else f"bash scripts/{r.script}.sh ")
+        assert line in proc.stdout, r.script
     assert "estimated time left:" in proc.stdout
+
+
+def fake_evaluation(s: Settings, script: str, fid: float) -> None:
+    """A metrics.json as evaluate.py writes it, at the row's budget and the study's sample count."""
+    row = ROWS_BY_SCRIPT[script]
+    path = s.out / row.name / "export_eval" / "metrics.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"source": {"step": s.steps(row)}, "samples": {"n": s.samples},
+                                "metrics": {"fid": {"value": fid}}}))
+
+
+def test_phase5_retrains_the_family_row_with_the_lowest_fid(env, tmp_path, capsys):
+    from utils.study import choose_recipe
+
+    s = Settings(tmp_path / "out", tmp_path / "results", 1.0, 2100, "tiny", "none")
+    p5 = ROWS_BY_SCRIPT["phase5_gan"]
+    fake_evaluation(s, "gan_2.1_dcgan", 175.0)
+    fake_evaluation(s, "gan_2.2_wgan-gp", 272.0)
+    assert recipe_of(s, p5)[0] is None                       # 2.3 not evaluated yet: no choice
+    with pytest.raises(SystemExit, match="gan_2.3_wgan-gp-sn-attn has no evaluation yet"):
+        choose_recipe(p5, s)
+    fake_evaluation(s, "gan_2.3_wgan-gp-sn-attn", 334.0)
+    recipe, fids = recipe_of(s, p5)
+    assert recipe.script == "gan_2.1_dcgan" and fids["gan_2.3_wgan-gp-sn-attn"] == 334.0
+    # The recipe's script and method flags at phase 5's budget, under phase 5's run name and row.
+    cmd = train_command(p5, s, recipe)
+    assert cmd[:2] == ["bash", "scripts/gan_2.1_dcgan.sh"] and cmd[-4:] == ["--name", "phase5-gan", "--row", "5-gan"]
+    cfg = resolved_config("gan_2.1_dcgan", env, cmd[2:])
+    assert {k: cfg[k] for k in ("loss", "max_steps", "name", "row", "ngf")} == {
+        "loss": "bce", "max_steps": 2400, "name": "phase5-gan", "row": "5-gan", "ngf": 32}
+    # A phase-5 run of another recipe (here one from before the rule: no recipe.json) is set aside, not resumed.
+    old = s.out / "phase5-gan"
+    (old / "checkpoints").mkdir(parents=True)
+    fake_evaluation(s, "phase5_gan", 324.5)
+    assert not row_done(s, p5)                               # evaluated, but not with the chosen recipe
+    assert choose_recipe(p5, s).script == "gan_2.1_dcgan"
+    (moved,) = (s.out / "superseded").iterdir()
+    assert moved.name.startswith("phase5-gan-unrecorded-") and (moved / "checkpoints").is_dir()
+    assert json.loads((old / "recipe.json").read_text())["recipe"] == "gan_2.1_dcgan"
+    assert not (old / "checkpoints").exists() and "moved to" in capsys.readouterr().out
+    fake_evaluation(s, "phase5_gan", 130.0)
+    assert row_done(s, p5)
+    fake_evaluation(s, "gan_2.2_wgan-gp", 120.0)             # the candidates' results changed: redo phase 5
+    assert not row_done(s, p5)
 
 
 def test_bad_input_is_one_line(env, tmp_path):
@@ -130,5 +176,6 @@ def test_a_study_in_miniature_runs_resumes_and_publishes(env):
     (out / "gan-2.1-dcgan" / "export_eval" / "metrics.json").unlink()
     third = check(study(env), "mini_study.sh (after a lost evaluation)")
     assert "for 1 of 2 rows" in third.stdout
-    last = (out / "logs" / "gan_2.1_dcgan.log").read_text().split("\n$ ")[-1]
-    assert "resumed from" in last and "at step 4" in last and "step 1/4" not in last
+    train, evaluation = (out / "logs" / "gan_2.1_dcgan.log").read_text().split("\n$ ")[-2:]
+    assert "resumed from" in train and "at step 4" in train and "step 1/4" not in train
+    assert evaluation.split()[1] == "evaluate.py" and "metrics.json" in evaluation

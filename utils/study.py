@@ -6,7 +6,8 @@ rows become 32 vs 64 px), and the schedules that are counted in steps shrunk wit
 the VAE discriminator start: 1/20 of the budget, the share 10 epochs have of the plan's 200).  Rows, budgets and
 flags are in utils/study_rows.py.  Every row is scored by evaluate.py on SAMPLES samples against the same held-out
 photos (never trained on; SAMPLES of each, 2100 by default); every held-out set also gets its real-vs-real floor
-(evaluate.py --real-floor).
+(evaluate.py --real-floor).  Phase-5 rows run last: each retrains the recipe (script and flags) of its family's
+ablation row with the lowest FID, at twice the budget, under its own run name (utils.study_rows.recipe_of).
 
 Resumable at any point: a row whose evaluation exists at its budget is skipped, an unfinished one is re-run with
 ``--resume latest`` (the trainers checkpoint every SAVE_EVERY steps and on SIGTERM), so the command after a stop
@@ -23,7 +24,8 @@ import time
 from pathlib import Path
 
 from utils.study_rows import (INCEPTION_IMAGES_PER_SECOND, ROOT, ROWS, Settings, StudyRow, estimate_seconds,
-                              eval_args, finished, fmt_minutes, metrics_path, row_flags)
+                              eval_args, finished, fmt_minutes, metrics_path, recipe_of, recipe_path,
+                              recorded_recipe, row_done, row_flags, train_command)
 
 def run_logged(cmd: list[str], log: Path, env: dict) -> int:
     """Run one step of the study with its output appended to ``log``; returns the exit status."""
@@ -67,7 +69,7 @@ def calibrate(s: Settings, rows: list[StudyRow], env: dict) -> dict:
 
     out = s.out / "calibrate"
     result = load_calibration(s)   # re-calibrating some rows keeps the others' figures
-    for row in rows:
+    for row in (r for r in rows if not r.candidates):   # a phase-5 row runs at its recipe's speed
         cal = Settings(out, s.results, s.scale, s.samples, s.features, "none")
         flags = [*row_flags(row, cal, 40), "--fid-every", "0", "--log-every", "20", "--save-every", "40",
                  "--export-every", "0", "--sample-every", "0"]
@@ -99,9 +101,8 @@ def load_calibration(s: Settings) -> dict:
 def plan(s: Settings, rows: list[StudyRow], env: dict) -> list[StudyRow]:
     """Print the rows still to run with their commands and time estimates; returns them."""
     calibration = load_calibration(s)
-    # Phase 5 first: the headline rows, and the longest, are done (and can be diagnosed) before the ablations.
-    todo = sorted((r for r in rows if not finished(metrics_path(s, r), s.steps(r), s.samples)),
-                  key=lambda r: not r.script.startswith("phase5_"))
+    # Phase 5 last: its recipes are chosen from the ablation rows' results.
+    todo = sorted((r for r in rows if not row_done(s, r)), key=lambda r: bool(r.candidates))
     total, unknown = 0.0, []
     for r in rows:
         est = estimate_seconds(r, s, calibration)
@@ -117,13 +118,44 @@ def plan(s: Settings, rows: list[StudyRow], env: dict) -> list[StudyRow]:
     return todo
 
 
+def choose_recipe(row: StudyRow, s: Settings) -> StudyRow:
+    """A phase-5 row's recipe (utils.study_rows.recipe_of), recorded in its run directory's recipe.json.  A run of
+    another recipe (the candidates' results changed, or it predates the rule) is moved to OUT/superseded/, not
+    resumed and not deleted."""
+    import shutil
+
+    recipe, fids = recipe_of(s, row)
+    if recipe is None:
+        missing = [c for c in row.candidates if c not in fids]
+        raise SystemExit(f"error: {row.script} retrains the best of {', '.join(row.candidates)}, but "
+                         f"{', '.join(missing)} has no evaluation yet; run those rows first (ROWS=...)")
+    run_dir = s.out / row.name
+    old = recorded_recipe(s, row)
+    if run_dir.exists() and old != recipe.script:
+        dest = s.out / "superseded" / f"{row.name}-{old or 'unrecorded'}-{time.strftime('%Y%m%d-%H%M%S')}"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(run_dir), str(dest))
+        print(f"[{row.script}] the best candidate is now {recipe.script}; the run of {old or 'another recipe'} "
+              f"moved to {dest}", flush=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    recipe_path(s, row).write_text(json.dumps(
+        {"recipe": recipe.script, "rule": "lowest FID among the candidates at the study's evaluation",
+         "candidates_fid": fids, "samples": s.samples}, indent=1))
+    print(f"[{row.script}] recipe of {recipe.script} (FID " + ", ".join(f"{k} {v:.1f}" for k, v in fids.items())
+          + ")", flush=True)
+    return recipe
+
+
 def run_row(row: StudyRow, s: Settings, env: dict) -> None:
-    """Train (or resume) and evaluate one row through its script; a failure stops the study with the log's name."""
-    steps = s.steps(row)
+    """Train (or resume) one row through its recipe's script, then evaluate its export; a failure stops the study
+    with the log's name."""
     log = s.out / "logs" / f"{row.script}.log"
-    cmd = ["bash", f"scripts/{row.script}.sh", *row_flags(row, s, steps)]
-    code = run_logged(cmd, log, {**env, "EVAL_ARGS": shlex.join(eval_args(row, s))})
-    if code or not finished(metrics_path(s, row), steps, s.samples):
+    recipe = choose_recipe(row, s) if row.candidates else row
+    code = run_logged(train_command(row, s, recipe), log, {**env, "SKIP_EVAL": "1"})
+    if code == 0:
+        code = run_logged([sys.executable, "evaluate.py", "--ckpt", str(s.out / row.name / "export.safetensors"),
+                           *eval_args(row, s)], log, env)
+    if code or not row_done(s, row):
         raise SystemExit(f"error: row {row.script} failed (exit {code}); see {log}; re-run the study to resume it")
 
 
@@ -200,7 +232,10 @@ def main(argv: list[str] | None = None) -> None:
     todo = plan(s, rows, env)
     if mode == "--plan":
         for row in todo:
-            print(f"$ bash scripts/{row.script}.sh {shlex.join(row_flags(row, s, s.steps(row)))}")
+            recipe = recipe_of(s, row)[0]
+            print(f"$ {shlex.join(train_command(row, s, recipe))}" if recipe is not None else
+                  f"$ {row.script}: the best of {', '.join(row.candidates)} (chosen once they are evaluated), "
+                  f"{s.steps(row)} steps")
         return
     align(s, raw, aligned)
     t_start, calibration = time.time(), load_calibration(s)
