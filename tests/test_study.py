@@ -179,3 +179,23 @@ def test_a_study_in_miniature_runs_resumes_and_publishes(env):
     train, evaluation = (out / "logs" / "gan_2.1_dcgan.log").read_text().split("\n$ ")[-2:]
     assert "resumed from" in train and "at step 4" in train and "step 1/4" not in train
     assert evaluation.split()[1] == "evaluate.py" and "metrics.json" in evaluation
+
+
+def test_a_row_stopped_before_its_budget_is_not_evaluated(tmp_path, monkeypatch):
+    """A trainer stopped by SIGTERM exports the step it reached and exits 0: the study says so and does not score
+    the partial export (re-running resumes it)."""
+    from utils import study
+
+    s = Settings(tmp_path / "out", tmp_path / "results", 1.0, 2100, "tiny", "none")
+    row = ROWS_BY_SCRIPT["gan_2.1_dcgan"]
+    calls = []
+
+    def fake_run(cmd, log, env):
+        calls.append(cmd)
+        (s.out / row.name).mkdir(parents=True, exist_ok=True)
+        (s.out / row.name / "export.json").write_text(json.dumps({"step": 700}))
+        return 0
+    monkeypatch.setattr(study, "run_logged", fake_run)
+    with pytest.raises(SystemExit, match="stopped at step 700 of 1200; re-run the study to resume it"):
+        study.run_row(row, s, {})
+    assert len(calls) == 1 and calls[0][1] == "scripts/gan_2.1_dcgan.sh"   # the training only, no evaluate.py

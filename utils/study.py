@@ -146,12 +146,24 @@ def choose_recipe(row: StudyRow, s: Settings) -> StudyRow:
     return recipe
 
 
+def export_step(run_dir: Path) -> int:
+    """The step of the run's export, from the sidecar every export writes (-1 without one)."""
+    try:
+        return int(json.loads((run_dir / "export.json").read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return -1
+
+
 def run_row(row: StudyRow, s: Settings, env: dict) -> None:
     """Train (or resume) one row through its recipe's script, then evaluate its export; a failure stops the study
     with the log's name."""
     log = s.out / "logs" / f"{row.script}.log"
     recipe = choose_recipe(row, s) if row.candidates else row
     code = run_logged(train_command(row, s, recipe), log, {**env, "SKIP_EVAL": "1"})
+    reached = export_step(s.out / row.name)
+    if code == 0 and reached < s.steps(row):   # a trainer stopped by a signal exports and exits 0: not an error
+        raise SystemExit(f"error: row {row.script} stopped at step {reached} of {s.steps(row)}; re-run the study to "
+                         "resume it")
     if code == 0:
         code = run_logged([sys.executable, "evaluate.py", "--ckpt", str(s.out / row.name / "export.safetensors"),
                            *eval_args(row, s)], log, env)
