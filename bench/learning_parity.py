@@ -175,88 +175,55 @@ def weights_init(m):
         nn.init.constant_(m.bias.data, 0)
 
 
-def reference_gan(a, folder: Path, seed: int, ckpt: Path):
-    """The examples/dcgan training loop, verbatim in structure; returns sample_fn(num, generator)."""
+def reference_gan(a, folder: Path, seed: int, ckpt: Path, wgan_gp: bool = False):
+    """The examples/dcgan training loop (``wgan_gp``: Gulrajani et al.'s on the same nets, the critic with layer
+    norm and no Sigmoid); returns sample_fn(num, generator) drawing from the live generator with train-mode
+    BatchNorm, as the example draws netG(fixed_noise)."""
     nz = 100
     torch.manual_seed(seed)
-    netG, netD = RefGenerator(nz, a.width, a.resolution), RefDiscriminator(a.width, a.resolution)
+    netG, netD = RefGenerator(nz, a.width, a.resolution), RefDiscriminator(a.width, a.resolution, critic=wgan_gp)
     netG.apply(weights_init), netD.apply(weights_init)
     if ckpt.exists():
         netG.load_state_dict(torch.load(ckpt, weights_only=True)["netG"])
     else:
-        criterion = nn.BCELoss()
-        optimizerD = torch.optim.Adam(netD.parameters(), lr=2e-4, betas=(0.5, 0.999))
-        optimizerG = torch.optim.Adam(netG.parameters(), lr=2e-4, betas=(0.5, 0.999))
-        real_label, fake_label = 1.0, 0.0
+        betas = (0.5, 0.9) if wgan_gp else (0.5, 0.999)
+        lr = 1e-4 if wgan_gp else 2e-4
+        optimizerD = torch.optim.Adam(netD.parameters(), lr=lr, betas=betas)
+        optimizerG = torch.optim.Adam(netG.parameters(), lr=lr, betas=betas)
         data = batches_forever(image_loader(a, folder, seed))
         t0 = time.perf_counter()
         for step in range(a.steps):
-            real = next(data)
-            b = real.size(0)
-            # (1) Update D: maximize log(D(x)) + log(1 - D(G(z)))
-            netD.zero_grad()
-            label = torch.full((b,), real_label)
-            errD_real = criterion(netD(real).view(-1), label)
-            errD_real.backward()
-            noise = torch.randn(b, nz, 1, 1)
-            fake = netG(noise)
-            label.fill_(fake_label)
-            errD_fake = criterion(netD(fake.detach()).view(-1), label)
-            errD_fake.backward()
-            optimizerD.step()
-            # (2) Update G: maximize log(D(G(z)))
+            if wgan_gp:
+                for _ in range(a.n_critic):   # each critic update on its own real batch
+                    real = next(data)
+                    with torch.no_grad():
+                        fake = netG(torch.randn(real.size(0), nz, 1, 1))
+                    errD, info = wgan_gp_critic_loss(netD, real, fake)
+                    netD.zero_grad()
+                    errD.backward()
+                    optimizerD.step()
+                fake = netG(torch.randn(a.batch_size, nz, 1, 1))
+                errG = -netD(fake).mean()
+            else:
+                real = next(data)
+                b = real.size(0)
+                # (1) Update D: maximize log(D(x)) + log(1 - D(G(z)))
+                netD.zero_grad()
+                criterion = nn.BCELoss()
+                errD_real = criterion(netD(real).view(-1), torch.full((b,), 1.0))
+                errD_real.backward()
+                fake = netG(torch.randn(b, nz, 1, 1))
+                errD_fake = criterion(netD(fake.detach()).view(-1), torch.full((b,), 0.0))
+                errD_fake.backward()
+                optimizerD.step()
+                info = f"Loss_D {(errD_real + errD_fake).item():.4f}"
+                # (2) Update G: maximize log(D(G(z)))
+                errG = criterion(netD(fake).view(-1), torch.full((b,), 1.0))
             netG.zero_grad()
-            label.fill_(real_label)
-            errG = criterion(netD(fake).view(-1), label)
             errG.backward()
             optimizerG.step()
             if step % 100 == 0:
-                print(f"[ref gan s{seed}] {step}/{a.steps} Loss_D {(errD_real + errD_fake).item():.4f} "
-                      f"Loss_G {errG.item():.4f}", flush=True)
-        torch.save({"netG": netG.state_dict(), "train_seconds": time.perf_counter() - t0, "steps": a.steps}, ckpt)
-
-    def sample(num, g):  # train-mode BatchNorm, as the example draws netG(fixed_noise)
-        netG.train()
-        with torch.no_grad():
-            return netG(torch.randn(num, nz, 1, 1, generator=g))
-    return sample
-
-
-def reference_wgan_gp(a, folder: Path, seed: int, ckpt: Path):
-    """Gulrajani et al.'s training loop on the DCGAN nets (critic with layer norm); returns sample_fn(num, generator).
-    Sampling as the DCGAN reference (live generator, train-mode BatchNorm)."""
-    nz = 100
-    torch.manual_seed(seed)
-    netG, netD = RefGenerator(nz, a.width, a.resolution), RefDiscriminator(a.width, a.resolution, critic=True)
-    netG.apply(weights_init), netD.apply(weights_init)
-    if ckpt.exists():
-        netG.load_state_dict(torch.load(ckpt, weights_only=True)["netG"])
-    else:
-        optD = torch.optim.Adam(netD.parameters(), lr=1e-4, betas=(0.5, 0.9))
-        optG = torch.optim.Adam(netG.parameters(), lr=1e-4, betas=(0.5, 0.9))
-        data = batches_forever(image_loader(a, folder, seed))
-        t0 = time.perf_counter()
-        for step in range(a.steps):
-            for _ in range(a.n_critic):
-                real = next(data)
-                b = real.size(0)
-                with torch.no_grad():
-                    fake = netG(torch.randn(b, nz, 1, 1))
-                w_dist = netD(real).mean() - netD(fake).mean()
-                eps = torch.rand(b, 1, 1, 1)
-                x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
-                grad, = torch.autograd.grad(netD(x_hat).sum(), x_hat, create_graph=True)
-                gp = 10.0 * ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
-                optD.zero_grad()
-                (gp - w_dist).backward()
-                optD.step()
-            optG.zero_grad()
-            errG = -netD(netG(torch.randn(a.batch_size, nz, 1, 1))).mean()
-            errG.backward()
-            optG.step()
-            if step % 100 == 0:
-                print(f"[ref wgan-gp s{seed}] {step}/{a.steps} W {w_dist.item():.3f} GP {gp.item():.3f} "
-                      f"Loss_G {errG.item():.3f}", flush=True)
+                print(f"[ref {a.family} s{seed}] {step}/{a.steps} {info} Loss_G {errG.item():.4f}", flush=True)
         torch.save({"netG": netG.state_dict(), "train_seconds": time.perf_counter() - t0, "steps": a.steps}, ckpt)
 
     def sample(num, g):
@@ -264,6 +231,16 @@ def reference_wgan_gp(a, folder: Path, seed: int, ckpt: Path):
         with torch.no_grad():
             return netG(torch.randn(num, nz, 1, 1, generator=g))
     return sample
+
+
+def wgan_gp_critic_loss(netD, real, fake) -> tuple[torch.Tensor, str]:
+    """Gulrajani et al. 2017, Algorithm 1: E[D(fake)] − E[D(real)] + 10·E[(‖∇D(x̂)‖ − 1)²], x̂ on real–fake lines."""
+    w_dist = netD(real).mean() - netD(fake).mean()
+    eps = torch.rand(real.size(0), 1, 1, 1)
+    x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
+    grad, = torch.autograd.grad(netD(x_hat).sum(), x_hat, create_graph=True)
+    gp = 10.0 * ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
+    return gp - w_dist, f"W {w_dist.item():.3f} GP {gp.item():.3f}"
 
 
 def reference_vae(a, folder: Path, seed: int, ckpt: Path):
@@ -473,7 +450,7 @@ def main(argv=None) -> None:
         if a.family == "gan":
             ref_fn = reference_gan(a, folder, seed, ckpt)
         elif a.family == "wgan-gp":
-            ref_fn = reference_wgan_gp(a, folder, seed, ckpt)
+            ref_fn = reference_gan(a, folder, seed, ckpt, wgan_gp=True)
         elif a.family == "vae":
             ref_fn = reference_vae(a, folder, seed, ckpt)
         else:
