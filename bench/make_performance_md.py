@@ -27,7 +27,7 @@ TARGETS = """Targets (H100 where one is lent, CPU ratios meanwhile):
 | alignment, batched vs one image at a time | ≥ 5× CPU, ≥ 50× GPU |
 """
 
-FAMILY_ORDER = {"gan": 0, "vae": 1, "ddpm": 2}
+FAMILY_ORDER = {"gan": 0, "wgan-gp": 1, "vae": 2, "ddpm": 3}
 
 
 def load(folder: Path, pattern: str) -> tuple[list[tuple[Path, dict]], list[str]]:
@@ -173,7 +173,8 @@ def parity_section(folder: Path) -> list[str]:
     rows, skipped = load(folder, "parity_*.json")
     out = ["## Learning parity (`bench/learning_parity.py`)", "",
            "Our trainer (through its command line, scored from its EMA export) against a reference loop of the same "
-           "model written the way its project writes it (GAN: the PyTorch examples DCGAN loop; VAE: a textbook "
+           "model written the way its project writes it (GAN: the PyTorch examples DCGAN loop; WGAN-GP: Gulrajani et "
+           "al.'s loop on the same DCGAN nets with a layer-norm critic; VAE: a textbook "
            "MSE + KL loop on the same nets; DDPM: diffusers' `train_unconditional.py` loop sampled with "
            "`DDIMPipeline`), on the same training images, batch size and steps; both scored by the same evaluator "
            "against the same held-out images. Spread: min–max over seeds.", ""]
