@@ -17,6 +17,7 @@ import pytest
 from tests.test_scripts import check, photo_folder
 from utils.study_rows import (ABLATION_STEPS, ROWS, ROWS_BY_SCRIPT, Settings, recipe_of, row_done, row_flags,
                               train_command)
+from utils.table_rows import with_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 MINI_ROWS = "phase1_1B_full gan_2.1_dcgan"
@@ -127,6 +128,9 @@ def test_phase5_retrains_the_family_row_with_the_lowest_fid(env, tmp_path, capsy
     assert moved.name.startswith("phase5-gan-unrecorded-") and (moved / "checkpoints").is_dir()
     assert json.loads((old / "recipe.json").read_text())["recipe"] == "gan_2.1_dcgan"
     assert not (old / "checkpoints").exists() and "moved to" in capsys.readouterr().out
+    # The tables name the recipe the run was trained with, not the row the plan presumed.
+    assert with_recipe(("Best GAN (2.4)",), old) == ("Best GAN (2.1 recipe)",)
+    assert with_recipe(("Best GAN (2.4)",), moved) == ("Best GAN (2.4)",)   # no recipe.json: the plan's label
     fake_evaluation(s, "phase5_gan", 130.0)
     assert row_done(s, p5)
     fake_evaluation(s, "gan_2.2_wgan-gp", 120.0)             # the candidates' results changed: redo phase 5

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from utils.metrics_schema import MetricsFileError, read_metrics
-from utils.row_scripts import row_of_run_name
+from utils.row_scripts import row_id, row_of_run_name
 from utils.table_settings import data_name, dotted_value
 from utils.table_specs import TABLE_ORDER, TABLES, CompareError, TableSpec, classify
 
@@ -152,6 +153,17 @@ def run_identity(metrics_path: Path, export: Path | None, run_dir: Path | None) 
     return name, config.get("row") or row_of_run_name(base)
 
 
+def with_recipe(lead: tuple[str, ...], run_dir: Path | None) -> tuple[str, ...]:
+    """A run trained with another row's recipe (the mini study's phase 5 records it in recipe.json) names that row
+    in its label, e.g. 'Best GAN (2.4)' → 'Best GAN (2.1 recipe)', instead of the row the plan presumed."""
+    try:
+        recipe = row_id(json.loads((run_dir / "recipe.json").read_text())["recipe"])
+    except (TypeError, OSError, ValueError, KeyError):   # no run directory or recipe.json, or an unknown script
+        return lead
+    first = re.sub(r"\s*\([^)]*\)$", "", lead[0]) + f" ({recipe} recipe)"
+    return (first, *lead[1:])
+
+
 def load_rows(metrics_files: list[Path]) -> tuple[list[Row], list[str]]:
     """Rows from metrics files; unreadable files and duplicate run names are skipped with a reason."""
     rows, skipped = [], []
@@ -169,6 +181,7 @@ def load_rows(metrics_files: list[Path]) -> tuple[list[Row], list[str]]:
             continue
         table, key, lead, order = classify(plan_row, name, metrics["source"].get("family"),
                                            samples_resolution(metrics))
+        lead = with_recipe(lead, run_dir)
         rows.append(Row(name, table, key, lead, order, metrics, path, export, run_dir))
     by_name: dict[str, Row] = {}
     for row in rows:
