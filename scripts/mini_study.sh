@@ -3,8 +3,8 @@
 # 64 px) on a folder of face photos, one row at a time at full CPU, each evaluated on 2100 samples vs 2100
 # held-out photos (more than Inception's 2048 dimensions); then compare.py writes the tables and figures into
 # RESULTS and the README.  Each row is its own scripts/<row>.sh with the budget, narrower nets and fp32
-# appended; utils/study_rows.py has the rows, budgets and measured per-row times.  Resumable: after a stop, run the same
-# command again.
+# appended; utils/study_rows.py has the rows, budgets and measured per-row times.  Phase 5 runs last, each row with
+# the recipe of its family's ablation row with the lowest FID.  Resumable: after a stop, run the same command again.
 #   RAW=path/to/photos bash scripts/mini_study.sh        # the study (prints its time estimate first)
 #   bash scripts/mini_study.sh --plan                    # the estimate and the commands, nothing run
 #   bash scripts/mini_study.sh --calibrate               # time 40 steps of every row on this machine
