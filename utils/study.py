@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 
 from utils.study_rows import (INCEPTION_IMAGES_PER_SECOND, ROOT, ROWS, Settings, StudyRow, estimate_seconds,
-                              eval_args, finished, fmt_minutes, metrics_path, recipe_of, recipe_path,
-                              recorded_recipe, row_done, row_flags, train_command)
+                              eval_args, finished, fmt_minutes, metrics_path, recipe_of, recorded_recipe,
+                              row_done, row_flags, train_command)
 
 def run_logged(cmd: list[str], log: Path, env: dict) -> int:
     """Run one step of the study with its output appended to ``log``; returns the exit status."""
@@ -130,7 +130,7 @@ def choose_recipe(row: StudyRow, s: Settings) -> StudyRow:
         raise SystemExit(f"error: {row.script} retrains the best of {', '.join(row.candidates)}, but "
                          f"{', '.join(missing)} has no evaluation yet; run those rows first (ROWS=...)")
     run_dir = s.out / row.name
-    old = recorded_recipe(s, row)
+    old = recorded_recipe(run_dir)
     if run_dir.exists() and old != recipe.script:
         dest = s.out / "superseded" / f"{row.name}-{old or 'unrecorded'}-{time.strftime('%Y%m%d-%H%M%S')}"
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -138,7 +138,7 @@ def choose_recipe(row: StudyRow, s: Settings) -> StudyRow:
         print(f"[{row.script}] the best candidate is now {recipe.script}; the run of {old or 'another recipe'} "
               f"moved to {dest}", flush=True)
     run_dir.mkdir(parents=True, exist_ok=True)
-    recipe_path(s, row).write_text(json.dumps(
+    (run_dir / "recipe.json").write_text(json.dumps(
         {"recipe": recipe.script, "rule": "lowest FID among the candidates at the study's evaluation",
          "candidates_fid": fids, "samples": s.samples}, indent=1))
     print(f"[{row.script}] recipe of {recipe.script} (FID " + ", ".join(f"{k} {v:.1f}" for k, v in fids.items())

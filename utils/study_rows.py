@@ -188,10 +188,6 @@ def finished(path: Path, steps: int | None, samples: int) -> bool:
         return False
 
 
-def recipe_path(s: Settings, row: StudyRow) -> Path:
-    return s.out / row.name / "recipe.json"
-
-
 def recipe_of(s: Settings, row: StudyRow) -> tuple[StudyRow | None, dict]:
     """The row whose script and flags ``row`` trains with, and the evaluated FID of each candidate.
 
@@ -209,10 +205,10 @@ def recipe_of(s: Settings, row: StudyRow) -> tuple[StudyRow | None, dict]:
     return ROWS_BY_SCRIPT[min(fids, key=fids.get)], fids
 
 
-def recorded_recipe(s: Settings, row: StudyRow) -> str | None:
-    """The recipe a phase-5 run directory was trained with (its recipe.json), None if it records none."""
+def recorded_recipe(run_dir: Path | None) -> str | None:
+    """The row script a phase-5 run directory was trained with (its recipe.json), None if it records none."""
     try:
-        return str(json.loads(recipe_path(s, row).read_text())["recipe"])
+        return str(json.loads((run_dir / "recipe.json").read_text())["recipe"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -221,7 +217,7 @@ def row_done(s: Settings, row: StudyRow) -> bool:
     """Evaluated at its budget and, for phase 5, trained with the recipe the candidates' results choose now."""
     if not finished(metrics_path(s, row), s.steps(row), s.samples):
         return False
-    return not row.candidates or (recipe_of(s, row)[0] or row).script == recorded_recipe(s, row)
+    return not row.candidates or (recipe_of(s, row)[0] or row).script == recorded_recipe(s.out / row.name)
 
 
 def train_command(row: StudyRow, s: Settings, recipe: StudyRow) -> list[str]:

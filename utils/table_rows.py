@@ -11,6 +11,7 @@ from pathlib import Path
 
 from utils.metrics_schema import MetricsFileError, read_metrics
 from utils.row_scripts import row_id, row_of_run_name
+from utils.study_rows import recorded_recipe
 from utils.table_settings import data_name, dotted_value
 from utils.table_specs import TABLE_ORDER, TABLES, CompareError, TableSpec, classify
 
@@ -156,9 +157,12 @@ def run_identity(metrics_path: Path, export: Path | None, run_dir: Path | None) 
 def with_recipe(lead: tuple[str, ...], run_dir: Path | None) -> tuple[str, ...]:
     """A run trained with another row's recipe (the mini study's phase 5 records it in recipe.json) names that row
     in its label, e.g. 'Best GAN (2.4)' → 'Best GAN (2.1 recipe)', instead of the row the plan presumed."""
+    script = recorded_recipe(run_dir)
     try:
-        recipe = row_id(json.loads((run_dir / "recipe.json").read_text())["recipe"])
-    except (TypeError, OSError, ValueError, KeyError):   # no run directory or recipe.json, or an unknown script
+        recipe = row_id(script) if script else None
+    except (OSError, ValueError):   # a script that is not (or no longer) a row script
+        recipe = None
+    if recipe is None:
         return lead
     first = re.sub(r"\s*\([^)]*\)$", "", lead[0]) + f" ({recipe} recipe)"
     return (first, *lead[1:])
