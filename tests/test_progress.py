@@ -1,9 +1,15 @@
 """Progress bars (utils/progress.py): on a terminal the training loop, evaluate.py and compare.py draw a tqdm bar;
-redirected (cluster logs, CI) they print exactly their plain lines.  $FACEGEN_PROGRESS forces either."""
+redirected (cluster logs, CI) they print exactly their plain lines.  $FACEGEN_PROGRESS forces either.  Also the
+loop's clock behind the bar's img/s and the export's train time."""
 from __future__ import annotations
 
 import argparse
 import io
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -112,3 +118,31 @@ def test_feature_extraction_bar(forced, monkeypatch, capsys):
     assert feats.shape == (5, 64)
     err = capsys.readouterr().err
     assert ("features" in err and "5/5" in err) if forced == "1" else err == ""
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="job control signals are POSIX")
+def test_time_stopped_by_job_control_is_not_training_time(tmp_path, monkeypatch):
+    """A real stop: during step 3 this process SIGSTOPs itself for ~2 s and a helper sends SIGCONT.  The loop
+    counts ~4 steps of 50 ms, not the stop."""
+    monkeypatch.setenv(PROGRESS_ENV, "0")
+
+    class SlowBatches(FakeBatches):
+        calls = 0
+
+        def next(self):
+            self.calls += 1
+            time.sleep(0.05)
+            if self.calls == 3:
+                subprocess.Popen([sys.executable, "-c", f"import os, signal, time; time.sleep(2); "
+                                  f"os.kill({os.getpid()}, signal.SIGCONT)"])
+                os.kill(os.getpid(), signal.SIGSTOP)
+            return torch.zeros(1)
+
+    run = make_run(tmp_path)
+    loop = Loop(run, SlowBatches(), FakeCheckpointer(), modules=[])
+    t0 = time.perf_counter()
+    for _ in loop:
+        loop.tick(True)
+    wall = time.perf_counter() - t0
+    assert loop.step == 4 and wall > 2.0, wall
+    assert 0.2 <= loop.train_seconds < 0.2 + 0.5, (loop.train_seconds, wall)

@@ -18,6 +18,9 @@ Reliability:
   * SIGTERM/SIGINT: the current step finishes, a checkpoint is saved and the run exits 0 with a message
     naming ``--resume latest`` (under several processes they agree through a tiny all-reduce every
     ``STOP_CHECK_PERIOD`` steps, so nobody waits forever in a collective).
+  * Training time (``train_seconds``: the export's train time, the logged img/s) leaves out time the process
+    spent stopped by job control (Ctrl-Z then ``fg``, ``kill -STOP``/``-CONT``): a laptop run paused for an
+    hour does not report an hour of training.
   * A step whose ``ok`` is False was skipped by the trainer (no optimizer update).  Module buffers
     (BatchNorm statistics) that its forward passes changed are restored, so a NaN batch cannot poison the
     running statistics that the EMA copies and the export uses.  ``--max-bad-steps`` such steps in a row
@@ -25,6 +28,8 @@ Reliability:
 """
 from __future__ import annotations
 
+import signal
+import threading
 import time
 
 import torch
@@ -36,6 +41,15 @@ PERIODS = ("log", "sample", "save", "export", "fid")
 # Under several processes a stop request is agreed on every this many steps (one 4-byte all-reduce and a host
 # sync); with SLURM's usual 30-90 s between SIGTERM and SIGKILL, that is well within the grace period.
 STOP_CHECK_PERIOD = 10
+
+
+def continue_clock() -> dict:
+    """{"at": perf_counter() of the latest SIGCONT}, i.e. of the end of the latest stop (0.0: none yet).  Only the main
+    thread may install signal handlers; elsewhere, and where SIGCONT does not exist, it stays 0.0."""
+    mark = {"at": 0.0}
+    if hasattr(signal, "SIGCONT") and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGCONT, lambda signum, frame: mark.update(at=time.perf_counter()))
+    return mark
 
 
 class NonFiniteError(SystemExit):
@@ -58,6 +72,8 @@ class Loop:
         self.resumed = False
         self._stop = graceful_stop_handler()
         self._t = None
+        self._continued = continue_clock()
+        self._last_step_seconds = float("inf")
         self.stopped_early = False
         self.last_saved_step = -1
         self._modules = modules
@@ -131,7 +147,13 @@ class Loop:
     def tick(self, ok: torch.Tensor | bool = True) -> bool:
         """Close a step. ``ok`` False means its loss/grads were non-finite and the update was skipped."""
         now = time.perf_counter()
-        self.train_seconds += now - self._t
+        seconds, cont = now - self._t, self._continued["at"]
+        if cont > self._t:
+            # Stopped during this step: count the work after the SIGCONT and, of the time before it, at most one
+            # ordinary step (when the stop began is unknown; the error is below one step per stop).
+            seconds = (now - cont) + min(cont - self._t, self._last_step_seconds)
+        self._last_step_seconds = seconds
+        self.train_seconds += seconds
         self._t = now
         if not bool(ok):
             self._restore_buffers()
