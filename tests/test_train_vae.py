@@ -149,6 +149,22 @@ def test_row_3_3_patchgan(row_3_3):
     assert all(r["adv_w"] > 0 and r["adv_w"] != pytest.approx(0.1) for r in train[1:])
 
 
+def test_prior_gap_bench_recomputes_the_trainers_heldout_figures(tmp_path, env, row_3_3):
+    """bench/vae_prior_gap.py rebuilds the export's held-out split from the file alone: its reconstruction MSE and KL
+    on all 16 held-out images are the ones the trainer stored in the export."""
+    out = tmp_path / "gap.json"
+    run_cmd([sys.executable, "bench/vae_prior_gap.py", str(row_3_3 / "export.safetensors"), "--n", "16",
+             "--batch-size", "8", "--feature-extractor", "tiny", "--out", str(out)], env)
+    r = json.loads(out.read_text())["exports"][str(row_3_3 / "export.safetensors")]
+    held = load_export(row_3_3 / "export.safetensors").extra["heldout"]
+    assert r["heldout_mse"] == pytest.approx(held["mse"], rel=1e-5)
+    assert r["heldout_kl_nats"] == pytest.approx(held["kl"], rel=1e-5)
+    assert r["fid_reconstructions"] > 0 and r["fid_prior_samples"] > 0 and r["posterior_second_moment"]["mean"] > 0
+    proc = subprocess.run([sys.executable, "bench/vae_prior_gap.py", str(row_3_3 / "export.safetensors"), "--n", "17",
+                           "--feature-extractor", "tiny"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].endswith("fewer than --n 17"), proc.stderr
+
+
 def test_resume_from_a_checkpoint_is_bitwise_identical(tmp_path, env, row_3_3):
     """Resuming the step-2 checkpoint and training to step 4 gives the uninterrupted run's EMA weights."""
     from safetensors.torch import load_file
