@@ -146,3 +146,31 @@ def test_time_stopped_by_job_control_is_not_training_time(tmp_path, monkeypatch)
     wall = time.perf_counter() - t0
     assert loop.step == 4 and wall > 2.0, wall
     assert 0.2 <= loop.train_seconds < 0.2 + 0.5, (loop.train_seconds, wall)
+
+
+def busy(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="job control signals are POSIX")
+def test_a_stop_during_a_long_hook_keeps_the_hook_in_training_time(tmp_path, monkeypatch):
+    """Between two steps the trainer runs hooks (sample grids, training-time FID, checkpoints) that take far longer
+    than a step.  A stop in the middle of one must remove the stop only: 1 s of busy hook, stopped ~2 s halfway."""
+    monkeypatch.setenv(PROGRESS_ENV, "0")
+    run = make_run(tmp_path)
+    loop = Loop(run, FakeBatches(), FakeCheckpointer(), modules=[])
+    t0 = time.perf_counter()
+    for _ in loop:
+        busy(0.02)
+        loop.tick(True)
+        if loop.step == 2:
+            busy(0.5)
+            subprocess.Popen([sys.executable, "-c", f"import os, signal, time; time.sleep(2); "
+                              f"os.kill({os.getpid()}, signal.SIGCONT)"])
+            os.kill(os.getpid(), signal.SIGSTOP)
+            busy(0.5)
+    wall = time.perf_counter() - t0
+    assert loop.step == 4 and wall > 2.5, wall
+    assert 1.05 <= loop.train_seconds < 1.08 + 0.5, (loop.train_seconds, wall)

@@ -28,7 +28,6 @@ Reliability:
 """
 from __future__ import annotations
 
-import signal
 import threading
 import time
 
@@ -43,13 +42,41 @@ PERIODS = ("log", "sample", "save", "export", "fid")
 STOP_CHECK_PERIOD = 10
 
 
-def continue_clock() -> dict:
-    """{"at": perf_counter() of the latest SIGCONT}, i.e. of the end of the latest stop (0.0: none yet).  Only the main
-    thread may install signal handlers; elsewhere, and where SIGCONT does not exist, it stays 0.0."""
-    mark = {"at": 0.0}
-    if hasattr(signal, "SIGCONT") and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGCONT, lambda signum, frame: mark.update(at=time.perf_counter()))
-    return mark
+class StoppedClock:
+    """Seconds this process has spent stopped (``kill -STOP``/Ctrl-Z until SIGCONT) since ``start()``.
+
+    A stop cannot be caught and a SIGCONT handler only says when it ended, so a daemon thread wakes every PERIOD
+    seconds instead: a wake-up gap longer than GAP during which the whole process used less than half the gap in
+    CPU time is a stop.  A busy main thread that delays the wake-up (the GIL) keeps using CPU, so it is not
+    mistaken for one; a stop shorter than GAP is counted as training (error below GAP per stop)."""
+
+    PERIOD, GAP = 0.1, 0.5
+
+    def __init__(self):
+        self.total = 0.0
+        self._halt = threading.Event()
+        self._thread = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._halt.clear()
+            self._thread = threading.Thread(target=self._watch, name="facegen-stopped-clock", daemon=True)
+            self._thread.start()
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._halt.set()
+            self._thread.join()
+            self._thread = None
+
+    def _watch(self) -> None:
+        wall, cpu = time.perf_counter(), time.process_time()
+        while not self._halt.wait(self.PERIOD):
+            now, now_cpu = time.perf_counter(), time.process_time()
+            gap = now - wall - self.PERIOD
+            if gap > self.GAP and now_cpu - cpu < 0.5 * gap:
+                self.total += gap   # a float add under the GIL: tick() reads a consistent value
+            wall, cpu = now, now_cpu
 
 
 class NonFiniteError(SystemExit):
@@ -72,8 +99,8 @@ class Loop:
         self.resumed = False
         self._stop = graceful_stop_handler()
         self._t = None
-        self._continued = continue_clock()
-        self._last_step_seconds = float("inf")
+        self._stopped = StoppedClock()
+        self._stopped_at_t = 0.0
         self.stopped_early = False
         self.last_saved_step = -1
         self._modules = modules
@@ -108,7 +135,8 @@ class Loop:
 
     # ------------------------------------------------------------------ iteration
     def __iter__(self):
-        self._t = time.perf_counter()
+        self._stopped.start()
+        self._t, self._stopped_at_t = time.perf_counter(), self._stopped.total
         self._open_bar()
         try:
             while self.step < self.total_steps:
@@ -118,6 +146,7 @@ class Loop:
                 self._snapshot_buffers()
                 yield self.batches.next()
         finally:
+            self._stopped.close()
             self._close_bar()
 
     def _open_bar(self) -> None:
@@ -146,15 +175,10 @@ class Loop:
 
     def tick(self, ok: torch.Tensor | bool = True) -> bool:
         """Close a step. ``ok`` False means its loss/grads were non-finite and the update was skipped."""
-        now = time.perf_counter()
-        seconds, cont = now - self._t, self._continued["at"]
-        if cont > self._t:
-            # Stopped during this step: count the work after the SIGCONT and, of the time before it, at most one
-            # ordinary step (when the stop began is unknown; the error is below one step per stop).
-            seconds = (now - cont) + min(cont - self._t, self._last_step_seconds)
-        self._last_step_seconds = seconds
+        now, stopped = time.perf_counter(), self._stopped.total
+        seconds = max(0.0, (now - self._t) - (stopped - self._stopped_at_t))
         self.train_seconds += seconds
-        self._t = now
+        self._t, self._stopped_at_t = now, stopped
         if not bool(ok):
             self._restore_buffers()
             self.bad_in_row += 1
