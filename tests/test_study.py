@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -147,6 +148,9 @@ def test_bad_input_is_one_line(env, tmp_path):
 
 def test_a_study_in_miniature_runs_resumes_and_publishes(env):
     out, results = Path(env["OUT"]), Path(env["RESULTS"])
+    early = study(env, "--publish")
+    assert early.returncode == 1 and early.stderr.strip().startswith("error: no row of the study is evaluated yet"), \
+        early.stderr
     first = check(study(env), "mini_study.sh")
     names = {"phase1-1B-full": "phase1", "gan-2.1-dcgan": "phase2"}
     for name in names:
@@ -169,6 +173,19 @@ def test_a_study_in_miniature_runs_resumes_and_publishes(env):
     for table in names.values():
         assert str(out) not in (results / f"{table}.md").read_text()
     assert (results / "rows" / "gan-2.1-dcgan" / "export_eval" / "metrics.json").exists()
+
+    # --publish: the rows evaluated so far (here, of the two, the selected one) and their floors; no other run in OUT.
+    (out / "phase5-gan").mkdir()
+    (out / "phase5-gan" / "export_eval").mkdir()
+    (out / "phase5-gan" / "export_eval" / "metrics.json").write_text(
+        (out / "gan-2.1-dcgan" / "export_eval" / "metrics.json").read_text())   # a stale run of another recipe
+    partial = check(study(env, "--publish", ROWS="phase1_1B_full", RAW="", RESULTS=str(out / "partial")),
+                    "mini_study.sh --publish")
+    assert "[publish] 1 of 1 rows" in partial.stdout
+    assert "Real photos" in (out / "partial" / "phase1.md").read_text()
+    assert not (out / "partial" / "phase2.md").exists() and not (out / "partial" / "phase5.md").exists()
+    assert sorted(p.name for p in (out / "partial" / "rows").iterdir()) == ["floor-raw-32px", "phase1-1B-full"]
+    shutil.rmtree(out / "phase5-gan")
 
     # Re-running redoes nothing.
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/export_eval/metrics.json")}

@@ -179,32 +179,38 @@ def row_data(s: Settings, row: StudyRow) -> tuple[str, int] | None:
         return None
 
 
-def floors(s: Settings, rows: list[StudyRow], env: dict) -> None:
-    """One real-vs-real floor per (data, resolution) the rows were trained on: SAMPLES training photos vs the same
-    held-out photos, scored like a row (compare.py places each under the tables whose rows share its held-out)."""
+def floor_sources(s: Settings, rows: list[StudyRow]) -> dict[Path, StudyRow]:
+    """The floor directory of each (data, resolution) the rows were trained on, with one exported row of it."""
     seen = {}
     for row in rows:
         key = row_data(s, row)
-        if key is not None and key not in seen and (s.out / row.name / "export.safetensors").exists():
-            seen[key] = row
-    for (data, res), row in seen.items():
-        out = s.out / f"floor-{Path(data).name}-{res}px"
+        if key is not None and (s.out / row.name / "export.safetensors").exists():
+            seen.setdefault(s.out / f"floor-{Path(key[0]).name}-{key[1]}px", row)
+    return seen
+
+
+def floors(s: Settings, rows: list[StudyRow], env: dict) -> None:
+    """One real-vs-real floor per (data, resolution) the rows were trained on: SAMPLES training photos vs the same
+    held-out photos, scored like a row (compare.py places each under the tables whose rows share its held-out)."""
+    for out, row in floor_sources(s, rows).items():
         if finished(out / "metrics.json", None, s.samples):
             continue
         t0 = time.time()
         cmd = [sys.executable, "evaluate.py", "--ckpt", str(s.out / row.name / "export.safetensors"), "--real-floor",
                "--out", str(out), *eval_args(StudyRow(row.script, "gan", 0, ""), s)]
         if run_logged(cmd, s.out / "logs" / "floors.log", env):
-            raise SystemExit(f"error: the floor of {Path(data).name} at {res} px failed; see {s.out}/logs/floors.log")
+            raise SystemExit(f"error: the floor of {out.name} failed; see {s.out}/logs/floors.log")
         fid = json.loads((out / "metrics.json").read_text())["metrics"]["fid"]["value"]
-        print(f"[floor] {Path(data).name} {res}×{res}: FID {fid:.2f} ({fmt_minutes(time.time() - t0)})", flush=True)
+        print(f"[floor] {out.name}: FID {fid:.2f} ({fmt_minutes(time.time() - t0)})", flush=True)
 
 
 def publish(s: Settings, rows: list[StudyRow], env: dict) -> None:
     """Copy what the tables are built from into RESULTS (metrics.json, config.json, stats.jsonl: small, no images of
-    people) and let compare.py write the tables, the figures and the README's marked sections."""
+    people) and let compare.py write the tables, the figures and the README's marked sections, from the given rows
+    (evaluated, under their current recipe) and their floors only: not from other runs that OUT may hold."""
     import shutil
 
+    inputs = []
     for row in rows:
         src = s.out / row.name
         dst = s.results / "rows" / row.name
@@ -212,11 +218,14 @@ def publish(s: Settings, rows: list[StudyRow], env: dict) -> None:
         shutil.copy2(src / "export_eval" / "metrics.json", dst / "export_eval" / "metrics.json")
         for f in ("config.json", "stats.jsonl"):
             shutil.copy2(src / f, dst / f)
-    for floor in sorted(s.out.glob("floor-*/metrics.json")):
-        (s.results / "rows" / floor.parent.name).mkdir(parents=True, exist_ok=True)
-        shutil.copy2(floor, s.results / "rows" / floor.parent.name / "metrics.json")
+        inputs.append(str(src))
+    for floor in floor_sources(s, rows):
+        if (floor / "metrics.json").exists():
+            (s.results / "rows" / floor.name).mkdir(parents=True, exist_ok=True)
+            shutil.copy2(floor / "metrics.json", s.results / "rows" / floor.name / "metrics.json")
+            inputs.append(str(floor / "metrics.json"))
     notes = Path(os.environ.get("NOTES", s.results / "notes.json"))
-    cmd = [sys.executable, "compare.py", str(s.out), "--out", str(s.results), "--figures",
+    cmd = [sys.executable, "compare.py", *inputs, "--out", str(s.results), "--figures",
            "grid,progression,interp,failures,curves", "--failure-tables", "phase5", "--feature-extractor", s.features]
     cmd += ["--notes", str(notes)] if notes.exists() else []
     cmd += ["--readme", s.readme] if s.readme != "none" else []
@@ -224,13 +233,27 @@ def publish(s: Settings, rows: list[StudyRow], env: dict) -> None:
         raise SystemExit("error: compare.py failed (its message is above)")
 
 
+def publish_done(s: Settings, rows: list[StudyRow], env: dict) -> None:
+    """--publish: the floors and tables of the rows evaluated so far (a study still running, or stopped)."""
+    done = [r for r in rows if row_done(s, r)]
+    if not done:
+        raise SystemExit(f"error: no row of the study is evaluated yet under {s.out}; nothing to publish")
+    left = [r.script for r in rows if r not in done]
+    print(f"[publish] {len(done)} of {len(rows)} rows" + (f"; not yet: {' '.join(left)}" if left else ""), flush=True)
+    floors(s, done, env)
+    publish(s, done, env)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     mode = argv[0] if argv else "--run"
-    if mode not in ("--run", "--plan", "--calibrate") or len(argv) > 1:
-        raise SystemExit("usage: scripts/mini_study.sh [--plan | --calibrate]")
+    if mode not in ("--run", "--plan", "--calibrate", "--publish") or len(argv) > 1:
+        raise SystemExit("usage: scripts/mini_study.sh [--plan | --calibrate | --publish]")
     s = Settings.from_env()
     raw = os.environ.get("RAW", "")
+    if mode == "--publish":   # the rows' own configs name their data: RAW is not needed
+        publish_done(s, selected_rows(), subprocess_env(s))
+        return
     if not raw or not Path(raw).is_dir():
         raise SystemExit("error: set RAW to a folder of face photos (the study aligns them once into ALIGNED)")
     aligned = Path(os.environ.get("ALIGNED") or s.out / "aligned")
