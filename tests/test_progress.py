@@ -108,6 +108,22 @@ def test_track_passes_items_through_with_or_without_bar(monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("forced", ["0", "1"])
+def test_decoding_a_large_folder_draws_a_bar_only_where_bars_are_on(forced, tmp_path, monkeypatch, capsys):
+    """A study's logs are files: FACEGEN_PROGRESS=0 must keep the 2000+ photo decode bar out of them."""
+    from PIL import Image
+
+    from utils.data_sources import folder_set
+
+    monkeypatch.setenv(PROGRESS_ENV, forced)
+    for i in range(2000):
+        Image.new("RGB", (32, 32), (i % 256, 0, 0)).save(tmp_path / f"{i:04d}.png")
+    raw = folder_set(str(tmp_path), 16, "center", None)
+    assert raw.images.shape == (2000, 3, 16, 16), raw.skipped
+    err = capsys.readouterr().err
+    assert ("decode" in err and "2000/2000" in err) if forced == "1" else err == ""
+
+
+@pytest.mark.parametrize("forced", ["0", "1"])
 def test_feature_extraction_bar(forced, monkeypatch, capsys):
     from utils.feature_nets import TinyFeatures
     from utils.features import distributed_extract

@@ -135,7 +135,7 @@ class RawSet:
 
 
 def _decode_folder(files: list[Path], root: Path, resolution: int, crop: str, workers: int) -> RawSet:
-    from tqdm import tqdm
+    from utils.progress import bars_enabled, track
 
     def work(p: Path):
         try:
@@ -145,8 +145,9 @@ def _decode_folder(files: list[Path], root: Path, resolution: int, crop: str, wo
 
     names, arrays, skipped = [], [], Counter()
     with ThreadPoolExecutor(max_workers=workers) as ex:
-        for p, (arr, why) in tqdm(zip(files, ex.map(work, files)), total=len(files), desc=f"decode {root.name}",
-                                  disable=len(files) < 2000, leave=False):
+        # A bar only where decoding takes seconds, and like every bar only on a terminal or with FACEGEN_PROGRESS=1.
+        for p, (arr, why) in track(zip(files, ex.map(work, files)), total=len(files), desc=f"decode {root.name}",
+                                   enabled=len(files) >= 2000 and bars_enabled()):
             if arr is None:
                 skipped[why] += 1
             else:
