@@ -13,7 +13,8 @@ saved as PNG, never JPEG (lossless, so FID on the saved folder equals FID in mem
 metrics.json, schema_version 1 (``utils.metrics_schema.read_metrics`` validates it):
   schema_version, created, command, fid_mode ("clean")
   source            kind ("export"|"folder"|"floor"), path, sha256, family, step, epoch, weights ("ema"|"raw")
-  samples           n, seed, block_size, seeding, sample_kwargs, resolution, saved_png, dir
+  samples           n, seed, block_size, seeding, sample_kwargs, sampler (DDPM: DDIM settings), resolution,
+                    saved_png, dir
   real              source, split, n, split_sha256, pixels_sha256, resolution, crop, cache_path, cache_hit
                     (+ ref_stats, ref_stats_sha256 with --ref-stats)
   feature_extractor name, dim, input_size, path, sha256 (+ sha256_matches_clean_fid for Inception)
@@ -390,6 +391,9 @@ def run(args) -> dict | None:
                               "torch.Generator seeded by utils.features.block_seed(seed, b)",
                    "sample_kwargs": kw, "resolution": int(model.resolution), "saved_png": save_n,
                    "dir": str(sample_dir) if save_n else None}
+        if hasattr(model, "sampler_settings"):   # a DDPM: its DDIM settings decide the samples as much as the weights
+            samples["sampler"] = model.sampler_settings(kw.get("steps"), kw.get("eta"),
+                                                        precision=kw.get("precision", "fp32"))
     else:
         if args.mode == "translate":
             raise MetricsError("--mode translate needs --ckpt (a CycleGAN export)")

@@ -184,6 +184,23 @@ def test_tables_markdown_csv_flags_and_readme(runs, tmp_path):
     assert readme.read_text() == once                             # idempotent
 
 
+def test_ddpm_tables_state_the_sampler(runs, tmp_path):
+    """A DDPM's FID depends on its DDIM settings as much as on its weights: evaluate.py records them and the table
+    says what the rows were sampled with (evaluate.py --sample-steps 2 in the fixture)."""
+    ddpm = runs / "runs" / "ddpm-4.2-cosine" / "export_eval" / "metrics.json"
+    sampler = read_metrics(ddpm)["samples"]["sampler"]
+    assert sampler["sampler"] == "ddim" and sampler["steps"] == 2 and sampler["eta"] == 0.0
+    older = clone_row(runs, "ddpm-4.2-cosine", "ddpm-4.3-vpred", **{"samples.sampler": None})
+    compare.main([str(ddpm), str(older), "--out", str(tmp_path / "res"), "--figures", "none"])
+    md = (tmp_path / "res" / "phase4.md").read_text()
+    spacing = sampler["timestep_spacing"]
+    assert (f"Sampling: 4.2: DDIM, 2 steps, η = 0, `{spacing}` timesteps, fp32; 4.3: DDIM (evaluate.py steps=2)."
+            in md), md
+    gan = runs / "runs" / "gan-2.1-dcgan" / "export_eval" / "metrics.json"
+    compare.main([str(gan), "--out", str(tmp_path / "gan"), "--figures", "none"])
+    assert "Sampling:" not in (tmp_path / "gan" / "phase2.md").read_text()
+
+
 def test_tables_state_precision_recall_features(runs, tmp_path):
     gan = runs / "runs" / "gan-2.1-dcgan" / "export_eval" / "metrics.json"
     vgg = {"features": "vgg16 fc2 (4096-d)", "features_name": "vgg16-fc2", "features_sha256": "ab" * 32, "k": 3}

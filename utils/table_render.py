@@ -74,6 +74,32 @@ def markdown_table(spec: TableSpec, rows: list[Row], notes: dict | None = None) 
     return "\n".join(lines)
 
 
+def describe_sampler(metrics: dict) -> str | None:
+    """A DDPM row's sampler, from what evaluate.py recorded (older metrics.json: its options only)."""
+    if metrics["source"].get("family") != "ddpm":
+        return None
+    s = metrics["samples"].get("sampler")
+    if not s:
+        kw = metrics["samples"].get("sample_kwargs") or {}
+        opts = ", ".join(f"{k}={v}" for k, v in sorted(kw.items()))
+        return f"DDIM ({'evaluate.py ' + opts if opts else 'the export defaults'})"
+    return f"DDIM, {s['steps']} steps, η = {s['eta']:g}, `{s['timestep_spacing']}` timesteps, {s['precision']}"
+
+
+def sampler_statement(rows: list[Row]) -> str | None:
+    """'Sampling: ...' for the rows that sample through a scheduler, grouped by identical settings."""
+    groups: dict[str, list[str]] = {}
+    for r in rows:
+        d = describe_sampler(r.metrics)
+        if d is not None:
+            groups.setdefault(d, []).append(r.lead[0])
+    if not groups:
+        return None
+    if len(groups) == 1:
+        return f"Sampling: {next(iter(groups))}."
+    return "Sampling: " + "; ".join(f"{', '.join(leads)}: {d}" for d, leads in groups.items()) + "."
+
+
 def table_body(spec: TableSpec, rows: list[Row], notes: dict | None = None) -> str:
     """Settings statement + table + footnotes: the part that also goes into the README."""
     settings, flagged = flag_mixed_settings(rows)
@@ -94,6 +120,9 @@ def table_body(spec: TableSpec, rows: list[Row], notes: dict | None = None) -> s
     extras = extra_features_statement(rows)
     if extras:
         parts.append(extras)
+    sampling = sampler_statement(rows)
+    if sampling:
+        parts.append(sampling)
     parts.append(markdown_table(spec, rows, notes))
     biased = biased_footnote(rows, table_columns(spec, rows))
     if biased:
