@@ -18,6 +18,7 @@ Figures (``--figures``), from the exports and run directories:
   interp       slerp between fixed latents (GAN z, VAE z, DDPM initial noise with deterministic DDIM), PNG + GIF;
                not made for a translator (it has no latent)
   failures     the k generated samples whose nearest real image (feature space) is farthest, beside that image
+               (--failure-real hide: the samples only)
   curves       training-time FID against epoch (stats.jsonl, kind 'fid') and loss curves, one figure per table
 """
 from __future__ import annotations
@@ -82,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--failure-tables", type=str, default="all",
                    help="comma-separated tables whose rows get the failures figure (plan 5B: 'phase5', the finalists; "
                         "it re-samples and re-scores --failure-samples images per row); default all")
+    p.add_argument("--failure-real", choices=("show", "hide"), default="show",
+                   help="failures figure: 'show' the nearest real image under each sample; 'hide' shows the samples "
+                        "only (their nearest real images stay as indices in failures.json) — for results you publish "
+                        "from photos you may not redistribute, e.g. CelebA")
     p.add_argument("--failure-samples", type=positive_int, default=500,
                    help="generated samples searched for failures: the first N of the evaluated set (same seed)")
     p.add_argument("--feature-extractor", type=str, default="auto", choices=["auto", "inception", "tiny"],
@@ -315,8 +320,9 @@ def as_uint8_tensor(images, resolution: int) -> torch.Tensor:
 
 
 def failure_modes(row: Row, export, extractor, out_png: Path, out_json: Path, *, k: int, n: int, device,
-                  stats_cache=None) -> Path:
-    """Save the k samples farthest from every real image (top) above their nearest real images (bottom)."""
+                  stats_cache=None, show_real: bool = True) -> Path:
+    """Save the k samples farthest from every real image (top) above their nearest real images (bottom; with
+    ``show_real`` False, the samples only: the real images' indices are in the JSON)."""
     from utils.images import make_grid_uint8, save_png
     from utils.export import atomic_write_json
     from models import TRANSLATION_FAMILIES
@@ -360,11 +366,11 @@ def failure_modes(row: Row, export, extractor, out_png: Path, out_json: Path, *,
     worst = worst_samples(dist, min(k, n))
     real_u8 = as_uint8_tensor(real, int(model.resolution))
     top = head[torch.from_numpy(worst)]
-    bottom = real_u8[torch.from_numpy(idx[worst])]
-    save_png(make_grid_uint8(enlarge(torch.cat([top, bottom])), nrow=len(worst)), out_png)
+    shown = torch.cat([top, real_u8[torch.from_numpy(idx[worst])]]) if show_real else top
+    save_png(make_grid_uint8(enlarge(shown), nrow=len(worst)), out_png)
     atomic_write_json(out_json, {
         "run": row.name, "extractor": extractor.describe(), "searched_samples": n, "seed": samples.get("seed"),
-        "block_size": samples.get("block_size"), "num_real": len(real),
+        "block_size": samples.get("block_size"), "num_real": len(real), "real_images_shown": show_real,
         "note": ("sample index i is evaluate.py's samples/xy/{i:06d}.png (X→Y translation of held-out X image i)"
                  if export.family in TRANSLATION_FAMILIES else
                  "sample index i is evaluate.py's samples/{i:06d}.png for the same seed"),
@@ -516,7 +522,8 @@ def row_figures(row: Row, args, fig_dir: Path, extractors: Extractors, device) -
             export, row, d / "interp.png", d / "interp.gif", args.seed, args.interp_pairs, args.interp_steps) or ())),
         "failures": lambda: {"failures": failure_modes(row, export, extractors.for_row(row), d / "failures.png",
                                                        d / "failures.json", k=args.failure_k, n=args.failure_samples,
-                                                       device=device, stats_cache=args.stats_cache)},
+                                                       device=device, stats_cache=args.stats_cache,
+                                                       show_real=args.failure_real == "show")},
     }
     for kind in wanted:
         try:

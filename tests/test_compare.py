@@ -395,3 +395,13 @@ def test_failure_figures_only_for_the_tables_asked(runs, tmp_path):
                   "--failure-k", "2", "--failure-samples", "6"])
     made = {name for name in RUN_NAMES.values() if (out / "figures" / name / "failures.png").exists()}
     assert made == {RUN_NAMES["vae"]}
+    # --failure-real hide: one row of samples, no real image; the JSON still names each sample's nearest real one.
+    hidden = tmp_path / "hidden"
+    compare.main([str(runs / "runs"), "--out", str(hidden), "--figures", "failures", "--failure-tables", "phase3",
+                  "--failure-k", "2", "--failure-samples", "6", "--failure-real", "hide"])
+    d = hidden / "figures" / RUN_NAMES["vae"]
+    shown, kept = Image.open(d / "failures.png"), Image.open(out / "figures" / RUN_NAMES["vae"] / "failures.png")
+    assert kept.height == 2 * 50 + 2 and shown.height == 50 + 2 and shown.width == kept.width
+    assert np.array_equal(np.asarray(shown)[:50], np.asarray(kept)[:50])    # the same samples on top
+    fail = json.loads((d / "failures.json").read_text())
+    assert fail["real_images_shown"] is False and all("nearest_real_index" in f for f in fail["failures"])

@@ -226,7 +226,8 @@ def publish(s: Settings, rows: list[StudyRow], env: dict) -> None:
             inputs.append(str(floor / "metrics.json"))
     notes = Path(os.environ.get("NOTES", s.results / "notes.json"))
     cmd = [sys.executable, "compare.py", *inputs, "--out", str(s.results), "--figures",
-           "grid,progression,interp,failures,curves", "--failure-tables", "phase5", "--feature-extractor", s.features]
+           "grid,progression,interp,failures,curves", "--failure-tables", "phase5", "--feature-extractor", s.features,
+           "--failure-real", "hide"]   # RESULTS is meant to be committed: no copies of the user's photos in it
     cmd += ["--notes", str(notes)] if notes.exists() else []
     cmd += ["--readme", s.readme] if s.readme != "none" else []
     if subprocess.run(cmd, cwd=ROOT, env=env).returncode:
