@@ -85,7 +85,6 @@ NOT_ROWS = {
     "run_table": "runs the phase-2 rows below",
     "phase1_align": "MTCNN preprocessing (align_faces.py is tested in test_align.py)",
     "explore_latent": "a tool run on an export, not a table row",
-    "cpu_study": "runs the phase-5 rows at CPU scale (tested through those rows)",
     "mini_study": "runs every phase 1-5 row at CPU scale (tests/test_study.py)",
 }
 # Row scripts whose trainer call does not pass --out "${OUT:-runs}" yet: there OUT redirects evaluate.py only, so
@@ -291,8 +290,7 @@ def test_compare_builds_every_table(runs, env):
 
 
 def test_photo_rows_refuse_to_run_without_photos(env):
-    for stem in ("phase1_1B_full", "phase1_1B_aligned", "phase1_1D_aligned", "phase1_1D_combined", "phase1_align",
-                 "cpu_study"):
+    for stem in ("phase1_1B_full", "phase1_1B_aligned", "phase1_1D_aligned", "phase1_1D_combined", "phase1_align"):
         proc = subprocess.run(["bash", f"scripts/{stem}.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
                               timeout=30)
         assert proc.returncode == 2, stem

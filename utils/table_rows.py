@@ -125,7 +125,7 @@ def locate_run_dir(export: Path | None) -> Path | None:
 
 
 def evaluated_run_dir(metrics_path: Path) -> Path | None:
-    """<run>/export_eval/metrics.json without its export (e.g. the rows/<row>/ copies scripts/cpu_study.sh keeps
+    """<run>/export_eval/metrics.json without its export (e.g. the rows/<row>/ copies scripts/mini_study.sh keeps
     with config.json and stats.jsonl): the run directory, so the row keeps its run name."""
     folder = metrics_path.parent
     if folder.name.endswith("_eval") and (folder.parent / "config.json").is_file():
