@@ -48,7 +48,9 @@ class StoppedClock:
     A stop cannot be caught and a SIGCONT handler only says when it ended, so a daemon thread wakes every PERIOD
     seconds instead: a wake-up gap longer than GAP during which the whole process used less than half the gap in
     CPU time is a stop.  A busy main thread that delays the wake-up (the GIL) keeps using CPU, so it is not
-    mistaken for one; a stop shorter than GAP is counted as training (error below GAP per stop)."""
+    mistaken for one; a stop shorter than GAP is counted as training (error below GAP per stop).  A process the
+    scheduler starves almost completely for over GAP (e.g. at nice 19 beside busy ones) reads as stopped too: it
+    was not training then either."""
 
     PERIOD, GAP = 0.1, 0.5
 
