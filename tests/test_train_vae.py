@@ -160,6 +160,17 @@ def test_prior_gap_bench_recomputes_the_trainers_heldout_figures(tmp_path, env, 
     assert r["heldout_mse"] == pytest.approx(held["mse"], rel=1e-5)
     assert r["heldout_kl_nats"] == pytest.approx(held["kl"], rel=1e-5)
     assert r["fid_reconstructions"] > 0 and r["fid_prior_samples"] > 0 and r["posterior_second_moment"]["mean"] > 0
+    for part in ("precision_recall_reconstructions", "precision_recall_prior_samples"):
+        assert set(r[part]) == {"precision", "recall"} and all(0 <= v <= 1 for v in r[part].values())
+    # the held-out features went to evaluate.py's reference cache, under evaluate.py's key: a second run reads them
+    stats = Path(env["FACEGEN_CACHE"]) / "fid_stats"
+    keys = {f: json.loads(str(np.load(f)["key"])) for f in stats.glob("*.npz")}
+    assert any(k["n"] == 16 and k["resolution"] == 16 and k["extractor"].startswith("tiny") for k in keys.values()), keys
+    stamps = {f: f.stat().st_mtime_ns for f in keys}
+    run_cmd([sys.executable, "bench/vae_prior_gap.py", str(row_3_3 / "export.safetensors"), "--n", "16",
+             "--batch-size", "8", "--feature-extractor", "tiny", "--out", str(out)], env)
+    assert {f: f.stat().st_mtime_ns for f in stats.glob("*.npz")} == stamps
+    assert json.loads(out.read_text())["exports"][str(row_3_3 / "export.safetensors")] == r
     proc = subprocess.run([sys.executable, "bench/vae_prior_gap.py", str(row_3_3 / "export.safetensors"), "--n", "17",
                            "--feature-extractor", "tiny"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].endswith("fewer than --n 17"), proc.stderr
