@@ -9,6 +9,8 @@
 #   bash scripts/mini_study.sh --plan                    # the estimate and the commands, nothing run
 #   bash scripts/mini_study.sh --calibrate               # time 40 steps of every row on this machine
 #   bash scripts/mini_study.sh --publish                 # floors, tables and figures of the rows evaluated so far
+#   bash scripts/mini_study.sh --first-exports           # rows whose training-time FID did not fall: score the
+#                                                        first export like the row, to compare first and last
 # Env: RAW (a folder of face photos; required), ALIGNED (align_faces.py output at 64 px, made
 # from RAW once; default $OUT/aligned), OUT (default runs/mini-study), RESULTS (default docs/results/mini-study),
 # FACEGEN_FID_WEIGHTS / VGG_WEIGHTS (local Inception / VGG-16 files when offline), ROWS (a subset, e.g.

@@ -187,6 +187,27 @@ def test_a_study_in_miniature_runs_resumes_and_publishes(env):
     assert sorted(p.name for p in (out / "partial" / "rows").iterdir()) == ["floor-raw-32px", "phase1-1B-full"]
     shutil.rmtree(out / "phase5-gan")
 
+    # --first-exports: a row whose training-time FID did not fall gets its first export scored like the row itself;
+    # the others are listed, not re-scored; publishing carries the evaluation along.
+    stats = out / "gan-2.1-dcgan" / "stats.jsonl"
+    recs = [json.loads(ln) for ln in stats.read_text().splitlines()]
+    fid_at = {r["step"]: r["fid"] for r in recs if r.get("kind") == "fid"}
+    rose = {"phase1-1B-full": fid_at[4] >= fid_at[2]}   # the real run's curve, whichever way it went
+    stats.write_text("".join(json.dumps({**r, "fid": 300.0 + r["step"]} if r.get("kind") == "fid" else r) + "\n"
+                             for r in recs))                   # 2.1: made to rise
+    fe = check(study(env, "--first-exports", RAW=""), "mini_study.sh --first-exports")
+    line = next(ln for ln in fe.stdout.splitlines() if ln.startswith("[first-export] gan_2.1_dcgan:"))
+    first = json.loads((out / "gan-2.1-dcgan" / "exports" / "step0000001_eval" / "metrics.json").read_text())
+    last = json.loads((out / "gan-2.1-dcgan" / "export_eval" / "metrics.json").read_text())
+    assert first["source"]["step"] == 1 and first["samples"]["n"] == last["samples"]["n"] == 16
+    a, b = first["metrics"]["fid"]["value"], last["metrics"]["fid"]["value"]
+    assert f"FID {a:.2f} at step 1 -> {b:.2f} at step 4" in line and ("NOT lower" in line) == (b >= a), line
+    b_line = next(ln for ln in fe.stdout.splitlines() if ln.startswith("[first-export] phase1_1B_full:"))
+    assert ("not re-scored" in b_line) != rose["phase1-1B-full"], b_line
+    stats.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    check(study(env, "--publish", ROWS="gan_2.1_dcgan", RAW="", RESULTS=str(out / "partial2")), "--publish")
+    assert (out / "partial2" / "rows" / "gan-2.1-dcgan" / "exports" / "step0000001_eval" / "metrics.json").exists()
+
     # Re-running redoes nothing.
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/export_eval/metrics.json")}
     again = check(study(env), "mini_study.sh (again)")

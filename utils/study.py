@@ -218,6 +218,9 @@ def publish(s: Settings, rows: list[StudyRow], env: dict) -> None:
         shutil.copy2(src / "export_eval" / "metrics.json", dst / "export_eval" / "metrics.json")
         for f in ("config.json", "stats.jsonl"):
             shutil.copy2(src / f, dst / f)
+        for m in (src / "exports").glob("step*_eval/metrics.json"):   # --first-exports' evaluations
+            (dst / "exports" / m.parent.name).mkdir(parents=True, exist_ok=True)
+            shutil.copy2(m, dst / "exports" / m.parent.name / "metrics.json")
         inputs.append(str(src))
     for floor in floor_sources(s, rows):
         if (floor / "metrics.json").exists():
@@ -245,15 +248,61 @@ def publish_done(s: Settings, rows: list[StudyRow], env: dict) -> None:
     publish(s, done, env)
 
 
+def training_fids(s: Settings, row: StudyRow) -> list[tuple[int, float]]:
+    """(step, FID@n) of the row's training-time FID records (stats.jsonl), in step order."""
+    try:
+        lines = (s.out / row.name / "stats.jsonl").read_text().splitlines()
+    except OSError:
+        return []
+    recs = [json.loads(ln) for ln in lines if '"kind": "fid"' in ln]
+    return sorted((int(r["step"]), float(r["fid"])) for r in recs)
+
+
+def first_exports(s: Settings, rows: list[StudyRow], env: dict) -> None:
+    """--first-exports: the issue's "FID lower at the last export than at the first", measured where the cheap signal
+    doubts it.  The training-time FID (n samples, biased, noisy) only hints; for each evaluated row whose training-time
+    FID did not fall, score its first export exactly as the row was scored (SAMPLES vs SAMPLES) and print both.
+    A row whose training-time FID fell is listed as such, not re-scored (a row's evaluation costs minutes)."""
+    for row in (r for r in rows if row_done(s, r)):
+        fids = training_fids(s, row)
+        last = json.loads(metrics_path(s, row).read_text())
+        if len(fids) >= 2 and fids[-1][1] < fids[0][1]:
+            print(f"[first-export] {row.script}: training-time FID fell {fids[0][1]:.0f} -> {fids[-1][1]:.0f} "
+                  f"(steps {fids[0][0]} -> {fids[-1][0]}); not re-scored", flush=True)
+            continue
+        exports = sorted((s.out / row.name / "exports").glob("step*.safetensors"))
+        if not exports:
+            print(f"[first-export] {row.script}: no intermediate export to compare with", flush=True)
+            continue
+        out = exports[0].with_name(exports[0].stem + "_eval")
+        if not finished(out / "metrics.json", None, s.samples):
+            cmd = [sys.executable, "evaluate.py", "--ckpt", str(exports[0]), *eval_args(row, s)]
+            if run_logged(cmd, s.out / "logs" / f"{row.script}.log", env):
+                raise SystemExit(f"error: evaluating {exports[0]} failed; see {s.out}/logs/{row.script}.log")
+        first = json.loads((out / "metrics.json").read_text())
+        a, b = (m["metrics"]["fid"]["value"] for m in (first, last))
+
+        def both(name: str) -> str:   # a metric the evaluation did not compute reads n/a
+            v = [(m["metrics"].get(name) or {}).get("value") for m in (first, last)]
+            return " -> ".join("n/a" if x is None else f"{x:.3f}" for x in v)
+
+        print(f"[first-export] {row.script}: FID {a:.2f} at step {first['source']['step']} -> {b:.2f} at step "
+              f"{last['source']['step']} ({'lower' if b < a else 'NOT lower'} at the last export; KID {both('kid')}, "
+              f"precision {both('precision')})", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     mode = argv[0] if argv else "--run"
-    if mode not in ("--run", "--plan", "--calibrate", "--publish") or len(argv) > 1:
-        raise SystemExit("usage: scripts/mini_study.sh [--plan | --calibrate | --publish]")
+    if mode not in ("--run", "--plan", "--calibrate", "--publish", "--first-exports") or len(argv) > 1:
+        raise SystemExit("usage: scripts/mini_study.sh [--plan | --calibrate | --publish | --first-exports]")
     s = Settings.from_env()
     raw = os.environ.get("RAW", "")
     if mode == "--publish":   # the rows' own configs name their data: RAW is not needed
         publish_done(s, selected_rows(), subprocess_env(s))
+        return
+    if mode == "--first-exports":
+        first_exports(s, selected_rows(), subprocess_env(s))
         return
     if not raw or not Path(raw).is_dir():
         raise SystemExit("error: set RAW to a folder of face photos (the study aligns them once into ALIGNED)")
