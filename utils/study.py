@@ -26,6 +26,7 @@ from pathlib import Path
 from utils.study_rows import (INCEPTION_IMAGES_PER_SECOND, ROOT, ROWS, Settings, StudyRow, estimate_seconds,
                               eval_args, finished, fmt_minutes, metrics_path, recipe_of, recorded_recipe,
                               row_done, row_flags, train_command)
+from utils.tracking import read_stats
 
 def run_logged(cmd: list[str], log: Path, env: dict) -> int:
     """Run one step of the study with its output appended to ``log``; returns the exit status."""
@@ -250,12 +251,7 @@ def publish_done(s: Settings, rows: list[StudyRow], env: dict) -> None:
 
 def training_fids(s: Settings, row: StudyRow) -> list[tuple[int, float]]:
     """(step, FID@n) of the row's training-time FID records (stats.jsonl), in step order."""
-    try:
-        lines = (s.out / row.name / "stats.jsonl").read_text().splitlines()
-    except OSError:
-        return []
-    recs = [json.loads(ln) for ln in lines if '"kind": "fid"' in ln]
-    return sorted((int(r["step"]), float(r["fid"])) for r in recs)
+    return sorted((int(r["step"]), float(r["fid"])) for r in read_stats(s.out / row.name / "stats.jsonl", "fid"))
 
 
 def first_exports(s: Settings, rows: list[StudyRow], env: dict) -> None:
